@@ -1,0 +1,32 @@
+# Everything installs into .venv at the repo root; re-running a target only reinstalls when
+# pyproject.toml changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("PYCPilot needs Python 3.11+, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+# The main job on the built-in default corpus (this interpreter's standard library).
+demo: install
+	$(BIN)/pycpilot data --source stdlib --out runs/demo/data --overwrite
+
+lint: install
+	$(BIN)/ruff check src tests bench
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/bench_data.py
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,197 @@
+"""`pycpilot` command line: one subcommand per pipeline stage, each a thin map onto its entry function."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pycpilot import __version__
+from pycpilot.errors import PycpilotError
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _size(text: str) -> int:
+    """'1MB', '500k', '2000' -> bytes."""
+    units = {"k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "b": 1, "": 1}
+    t = text.strip().lower()
+    number = t.rstrip("kmgb")
+    try:
+        return int(float(number) * units[t[len(number) :]])
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 1MB, 500k or 2000)") from None
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    from pycpilot.data.config import DataConfig
+
+    d = DataConfig(out=Path("."))
+    p = sub.add_parser(
+        "data",
+        help="collect and clean Python files into a train/valid DatasetDict (seed 7.4.1)",
+        description="Collect Python files from one or more sources, clean them with CodeParrot's filters, "
+        "split train/valid by repository and save a datasets.DatasetDict (codeparrot-ds schema) "
+        "with a manifest.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    io = p.add_argument_group("input and output")
+    io.add_argument(
+        "--source",
+        action="append",
+        default=None,
+        metavar="SRC",
+        help="repeatable: 'stdlib' (this interpreter's standard library; the default), a folder of "
+        "code/repositories, a datasets save_to_disk folder, a .parquet or .jsonl(.gz) file, or "
+        "hf:NAME[@SPLIT] to load_dataset(NAME) from the hub (streaming)",
+    )
+    io.add_argument("--out", required=True, type=Path, help="output folder (a DatasetDict + manifest.json)")
+    io.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    io.add_argument(
+        "--include-vendored",
+        action="store_true",
+        help="also walk virtualenvs, site-packages and dist-packages inside folder sources",
+    )
+    io.add_argument(
+        "--max-file-size",
+        type=_size,
+        default=d.max_file_size,
+        help="skip files larger than this (bytes; 1MB, 500k also work)",
+    )
+    io.add_argument("--num-proc", type=int, default=d.num_proc, help="worker processes")
+    io.add_argument("--seed", type=int, default=d.seed, help="seed for the split and the probabilistic filters")
+    io.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=d.valid_fraction,
+        help="share of files in the valid split (whole repositories are moved)",
+    )
+    io.add_argument("-q", "--quiet", action="store_true", help="no progress bar or tables")
+
+    dd = p.add_argument_group("deduplication")
+    dd.add_argument(
+        "--no-exact-dedup", dest="exact_dedup", action="store_false", help="keep files that are equal up to whitespace"
+    )
+    dd.add_argument(
+        "--no-near-dedup", dest="near_dedup", action="store_false", help="skip MinHash LSH near-duplicate removal"
+    )
+    dd.add_argument(
+        "--near-dedup-threshold",
+        type=float,
+        default=d.near_dedup_threshold,
+        help="Jaccard similarity of code-token sets at which a file counts as a near duplicate",
+    )
+    dd.add_argument("--num-perm", type=int, default=d.num_perm, help="MinHash permutations")
+    dd.add_argument(
+        "--min-dedup-tokens",
+        type=int,
+        default=d.min_dedup_tokens,
+        help="files with fewer distinct code tokens are not near-deduplicated",
+    )
+
+    f = p.add_argument_group("filters")
+    f.add_argument(
+        "--no-heuristics",
+        dest="heuristics",
+        action="store_false",
+        help="turn off all line-length/alphanumeric/auto-generated/config/keyword/assignment filters",
+    )
+    f.add_argument("--max-line-length", type=int, default=d.max_line_length, help="drop files with a longer line")
+    f.add_argument(
+        "--max-mean-line-length",
+        type=float,
+        default=d.max_mean_line_length,
+        help="drop files whose mean line length is above this",
+    )
+    f.add_argument(
+        "--min-alnum-fraction",
+        type=float,
+        default=d.min_alnum_fraction,
+        help="drop files with a smaller fraction of alphanumeric characters",
+    )
+    f.add_argument(
+        "--min-assignments",
+        type=int,
+        default=d.min_assignments,
+        help="drop files with fewer '=' characters (CodeParrot: 5)",
+    )
+    f.add_argument(
+        "--config-test-proba",
+        type=float,
+        default=d.config_test_proba,
+        help="probability of dropping a config or test file (0 keeps them all)",
+    )
+    f.add_argument(
+        "--no-keyword-proba",
+        type=float,
+        default=d.no_keyword_proba,
+        help="probability of dropping a file with no def/class/for/while (0 keeps them all)",
+    )
+    f.add_argument(
+        "--no-syntax-check",
+        dest="syntax_check",
+        action="store_false",
+        help="keep files that do not compile as Python 3",
+    )
+    f.add_argument(
+        "--no-decontaminate",
+        dest="decontaminate",
+        action="store_false",
+        help="keep files containing HumanEval prompts or solutions",
+    )
+    f.add_argument(
+        "--keywords",
+        type=_csv,
+        default=[],
+        help="comma-separated: keep only files mentioning one (codeparrot-ds used pandas,sklearn,matplotlib,seaborn)",
+    )
+    f.add_argument(
+        "--licenses",
+        type=lambda t: [x.lower() for x in _csv(t)],
+        default=[],
+        help="comma-separated: keep only these licenses where the source records one",
+    )
+    p.set_defaults(run=_run_data)
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    from pycpilot.data import DataConfig, build_dataset
+
+    fields = DataConfig.__dataclass_fields__
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    values.setdefault("sources", args.source or ["stdlib"])
+    values["sources"] = args.source or ["stdlib"]
+    build_dataset(DataConfig(**values))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pycpilot",
+        description="PYCPilot: turn Python source code into a trained, evaluated and served code-completion "
+        "model. Stages: data -> tokenizer -> pack -> train -> eval -> complete/serve.",
+    )
+    parser.add_argument("--version", action="version", version=f"pycpilot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_data(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except PycpilotError as exc:
+        print(f"pycpilot {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pycpilot {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""`pycpilot data`: read the sources, clean, deduplicate, split and save a DatasetDict (seed 7.4.1)."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from pycpilot.data.config import DataConfig
+from pycpilot.data.report import human_bytes, table
+from pycpilot.data.sources import Item, Skip, describe_source, iter_source
+from pycpilot.data.split import split_rows
+from pycpilot.data.worker import Checked, Worker, check_item, init_worker
+from pycpilot.errors import PycpilotError
+from pycpilot.manifest import MANIFEST, atomic_output_dir, base_manifest, check_output_dir, write_json_atomic
+
+# The codeparrot-ds schema (copies and size are strings there), then CodeParrot-clean's extra columns.
+COLUMNS = [
+    "repo_name",
+    "path",
+    "copies",
+    "size",
+    "content",
+    "license",
+    "hash",
+    "line_mean",
+    "line_max",
+    "alpha_frac",
+    "source",
+]
+_SCHEMA = pa.schema(
+    [
+        ("repo_name", pa.string()),
+        ("path", pa.string()),
+        ("copies", pa.string()),
+        ("size", pa.string()),
+        ("content", pa.string()),
+        ("license", pa.string()),
+        ("hash", pa.string()),
+        ("line_mean", pa.float64()),
+        ("line_max", pa.int64()),
+        ("alpha_frac", pa.float64()),
+        ("source", pa.string()),
+    ]
+)
+# Reasons in the order the pipeline applies them: the filter table lists them this way.
+REASONS = [
+    "unreadable",
+    "symlink loop",
+    "binary (NUL bytes)",
+    "not UTF-8",
+    "empty",
+    "over size limit",
+    "malformed record",
+    "license",
+    "keywords",
+    "exact duplicate",
+    "auto-generated",
+    "max line length",
+    "mean line length",
+    "alphanumeric fraction",
+    "config or test file",
+    "no def/class/for/while",
+    "few assignments",
+    "syntax error",
+    "HumanEval contamination",
+    "near duplicate",
+]
+_BEFORE_DEDUP = set(REASONS[: REASONS.index("exact duplicate")])  # read problems, license, keywords
+_FLUSH_ROWS = 512
+
+
+@dataclass
+class Tally:
+    files: int = 0
+    bytes: int = 0
+
+    def add(self, size: int) -> None:
+        self.files += 1
+        self.bytes += size
+
+
+@dataclass
+class SourceStats:
+    spec: str
+    kind: str
+    seen: Tally = field(default_factory=Tally)
+    kept: Tally = field(default_factory=Tally)
+    removed: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
+    skipped_folders: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
+
+
+@dataclass
+class DataResult:
+    out: Path
+    manifest: dict[str, Any]
+
+
+class _NearDedup:
+    """Greedy keep-first near dedup: a file is dropped when a kept file's MinHash Jaccard >= threshold."""
+
+    def __init__(self, cfg: DataConfig) -> None:
+        from datasketch import LeanMinHash, MinHashLSH
+
+        self._lean = LeanMinHash
+        self._lsh = MinHashLSH(threshold=cfg.near_dedup_threshold, num_perm=cfg.num_perm)
+        self._signatures: dict[int, np.ndarray] = {}
+        self._threshold = cfg.near_dedup_threshold
+        self._seed = cfg.seed
+        self._scheme = None
+
+    def check_and_add(self, key: int, signature: np.ndarray) -> int | None:
+        """Key of the kept file this one nearly duplicates, or None (then it is indexed as kept)."""
+        sketch = self._lean(seed=self._seed, hashvalues=signature, scheme="affine32")
+        for other in self._lsh.query(sketch):
+            if np.mean(self._signatures[other] == signature) >= self._threshold:
+                return other
+        self._lsh.insert(key, sketch, check_duplication=False)
+        self._signatures[key] = signature
+        return None
+
+
+def _checked(cfg: DataConfig, items: Iterator[Item]) -> Iterator[Checked]:
+    """Run the per-file checks, in order, on `num_proc` processes (in this one when num_proc is 1)."""
+    if cfg.num_proc == 1:
+        worker = Worker(cfg)
+        yield from (worker.check(item) for item in items)
+        return
+    # spawn, not fork: forking a process that already runs library threads can deadlock.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(cfg.num_proc, initializer=init_worker, initargs=(cfg,)) as pool:
+        yield from pool.imap(check_item, items, chunksize=16)
+
+
+class _Builder:
+    def __init__(self, cfg: DataConfig, work: Path) -> None:
+        self.cfg = cfg
+        self.records_path = work / "records.arrow"
+        self.sources = [SourceStats(spec, describe_source(spec)) for spec in cfg.sources]
+        self.removed: dict[str, Tally] = defaultdict(Tally)
+        self.first_seen: dict[str, int] = {}  # content hash -> kept row
+        self.copies: list[int] = []
+        self.repos: list[str] = []
+        self.row_digests: list[bytes] = []
+        self.near = _NearDedup(cfg) if cfg.near_dedup else None
+        self.contaminated: Counter[str] = Counter()
+        self._rows: dict[str, list] = {c: [] for c in COLUMNS}
+        self._writer = pa.ipc.new_stream(str(self.records_path), _SCHEMA)
+
+    def plan(self) -> tuple[list, int | None]:
+        """Per source, its items (listed now for folders, so the bar has a total) and the total if known."""
+        plans: list = []
+        total: int | None = 0
+        for stats in self.sources:
+            found = iter_source(stats.spec, self.cfg.include_vendored)
+            if stats.kind in ("stdlib", "folder", "file"):
+                found = list(found)
+                total = None if total is None else total + sum(isinstance(x, Item) for x in found)
+            else:
+                total = None
+            plans.append(found)
+        return plans, total
+
+    def items(self, plans: list) -> Iterator[Item]:
+        """All sources' items in order; skips found while walking are counted here and not passed on."""
+        for index, (stats, found_items) in enumerate(zip(self.sources, plans, strict=True)):
+            for found in found_items:
+                if isinstance(found, Skip):
+                    if found.reason == "vendored folder":
+                        stats.skipped_folders += 1
+                        continue
+                    self._drop(stats, found.reason, 0)
+                    stats.seen.add(0)
+                    continue
+                found.source = str(index)  # workers hand it back: map results to their source
+                yield found
+
+    def _drop(self, stats: SourceStats, reason: str, size: int) -> None:
+        self.removed[reason].add(size)
+        stats.removed[reason].add(size)
+
+    def take(self, c: Checked) -> None:
+        stats = self.sources[int(c.item.source)]
+        stats.seen.add(c.size)
+        stats.digest.update(f"{c.item.repo_name}/{c.item.path}:{c.raw_digest}\n".encode())
+        if c.reason in _BEFORE_DEDUP:
+            self._drop(stats, c.reason, c.size)
+            return
+        if self.cfg.exact_dedup and c.hash in self.first_seen:
+            row = self.first_seen[c.hash]
+            if row >= 0:
+                self.copies[row] += c.item.copies
+            self._drop(stats, "exact duplicate", c.size)
+            return
+        if c.reason is not None:
+            self.first_seen[c.hash] = -1  # its copies will be dropped as duplicates of a dropped file
+            if c.reason == "HumanEval contamination":
+                self.contaminated[c.detail] += 1
+            self._drop(stats, c.reason, c.size)
+            return
+        row = len(self.copies)
+        if self.near is not None and c.signature is not None and self.near.check_and_add(row, c.signature) is not None:
+            self.first_seen[c.hash] = -1
+            self._drop(stats, "near duplicate", c.size)
+            return
+        self.first_seen[c.hash] = row
+        self._append(stats, c)
+
+    def _append(self, stats: SourceStats, c: Checked) -> None:
+        stats.kept.add(c.size)
+        self.copies.append(c.item.copies)
+        self.repos.append(c.item.repo_name)
+        self.row_digests.append(
+            hashlib.blake2b(f"{c.item.repo_name}\0{c.item.path}\0{c.raw_digest}".encode(), digest_size=16).digest()
+        )
+        values = [
+            c.item.repo_name,
+            c.item.path,
+            "",
+            str(c.size),
+            c.content,
+            c.item.license,
+            c.hash,
+            round(c.line_mean, 4),
+            c.line_max,
+            round(c.alpha_frac, 4),
+            stats.spec,
+        ]
+        for column, value in zip(COLUMNS, values, strict=True):
+            self._rows[column].append(value)
+        if len(self._rows["content"]) >= _FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows["content"]:
+            self._writer.write_batch(pa.record_batch(self._rows, schema=_SCHEMA))
+            self._rows = {c: [] for c in COLUMNS}
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+
+def build_dataset(cfg: DataConfig) -> DataResult:
+    """Build the cleaned DatasetDict at `cfg.out`; nothing is left there if anything fails."""
+    import datasets
+
+    cfg.validate()
+    for spec in cfg.sources:
+        describe_source(spec)  # a missing or unusable source fails here, before any work
+    out = Path(cfg.out)
+    check_output_dir(out.resolve(), cfg.overwrite)
+    datasets.disable_progress_bars()
+    start = time.perf_counter()
+    log = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, flush=True))
+
+    with atomic_output_dir(out, cfg.overwrite) as tmp:
+        work = tmp / "_work"
+        work.mkdir()
+        builder = _Builder(cfg, work)
+        plans, total = builder.plan()
+        bar = tqdm(
+            desc="data: clean", unit=" files", total=total, disable=cfg.quiet, file=sys.stderr, dynamic_ncols=True
+        )
+        read_bytes = 0
+        try:
+            for checked in _checked(cfg, builder.items(plans)):
+                builder.take(checked)
+                read_bytes += checked.size
+                bar.update(1)
+                if bar.n % 64 == 0:
+                    elapsed = max(time.perf_counter() - start, 1e-9)
+                    bar.set_postfix_str(f"{read_bytes / elapsed / 1e6:.1f} MB/s, kept {len(builder.copies)}")
+        finally:
+            bar.close()
+            builder.close()
+        t_clean = time.perf_counter() - start
+
+        seen = sum(s.seen.files for s in builder.sources)
+        if seen == 0:
+            raise PycpilotError(f"no .py file found in {', '.join(cfg.sources)}")
+        if not builder.copies:
+            log(_filter_table(builder, seen))
+            raise PycpilotError(f"no file left after cleaning: all {seen} files were removed (table above)")
+
+        split = split_rows(builder.repos, cfg.valid_fraction, cfg.seed)
+        if split.mode == "file":
+            log(f"note: {split.note}")
+        records = datasets.Dataset.from_file(str(builder.records_path))
+        records = records.remove_columns("copies").add_column("copies", [str(c) for c in builder.copies])
+        records = records.select_columns(COLUMNS)
+        dsd = datasets.DatasetDict({"train": records.select(split.train), "valid": records.select(split.valid)})
+        dsd.save_to_disk(str(tmp), num_proc=None)
+        del dsd, records
+        import shutil
+
+        shutil.rmtree(work)
+        t_total = time.perf_counter() - start
+
+        manifest = _manifest(cfg, builder, split, seen, {"clean_s": t_clean, "total_s": t_total})
+        write_json_atomic(tmp / MANIFEST, manifest)
+
+    log(_filter_table(builder, seen))
+    final = datasets.load_from_disk(str(out))
+    log(final)
+    sample = final["train"][0]
+    log(
+        "sample record:",
+        "  ".join(f"{k.upper()}: {sample[k]}" for k in ("repo_name", "path", "copies", "size", "license")),
+    )
+    log(
+        f"data: {manifest['splits']['train']['files']} train + {manifest['splits']['valid']['files']} valid files, "
+        f"{human_bytes(manifest['kept']['bytes'])}, in {t_total:.1f} s -> {out}"
+    )
+    return DataResult(out=out, manifest=manifest)
+
+
+def _split_stats(builder: _Builder, rows: list[int]) -> dict[str, Any]:
+    """Counts and a content hash of one split, in row order."""
+    digest = hashlib.sha256()
+    for i in rows:
+        digest.update(builder.row_digests[i])
+    return {"files": len(rows), "repositories": len({builder.repos[i] for i in rows}), "sha256": digest.hexdigest()}
+
+
+def _manifest(cfg: DataConfig, b: _Builder, split: Any, seen: int, timings: dict[str, float]) -> dict[str, Any]:
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    manifest = base_manifest("data", config)
+    splits = {"train": _split_stats(b, split.train), "valid": _split_stats(b, split.valid)}
+    kept_bytes = sum(s.kept.bytes for s in b.sources)
+    manifest.update(
+        {
+            "sources": [
+                {
+                    "spec": s.spec,
+                    "kind": s.kind,
+                    "files": s.seen.files,
+                    "bytes": s.seen.bytes,
+                    "kept_files": s.kept.files,
+                    "kept_bytes": s.kept.bytes,
+                    "vendored_folders_skipped": s.skipped_folders,
+                    "removed": {r: asdict(t) for r, t in s.removed.items()},
+                    "input_sha256": s.digest.hexdigest(),
+                }
+                for s in b.sources
+            ],
+            "filters": [
+                {"filter": r, "files": b.removed[r].files, "bytes": b.removed[r].bytes}
+                for r in REASONS
+                if r in b.removed
+            ],
+            "seen": {"files": seen, "bytes": sum(s.seen.bytes for s in b.sources)},
+            "kept": {"files": len(b.copies), "bytes": kept_bytes},
+            "contamination": dict(sorted(b.contaminated.items())),
+            "split": {"mode": split.mode, "note": split.note},
+            "splits": splits,
+            "content_sha256": hashlib.sha256(
+                (splits["train"]["sha256"] + splits["valid"]["sha256"]).encode()
+            ).hexdigest(),
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "throughput_mb_s": round(sum(s.seen.bytes for s in b.sources) / 1e6 / max(timings["total_s"], 1e-9), 2),
+        }
+    )
+    return manifest
+
+
+def _filter_table(b: _Builder, seen: int) -> str:
+    total_bytes = sum(s.seen.bytes for s in b.sources)
+    rows: list[list[object]] = [["read", seen, human_bytes(total_bytes), ""]]
+    for reason in REASONS:
+        if reason in b.removed:
+            t = b.removed[reason]
+            rows.append([f"- {reason}", t.files, human_bytes(t.bytes), f"{100 * t.bytes / max(total_bytes, 1):.1f}%"])
+    kept = sum(s.kept.bytes for s in b.sources)
+    rows.append(["= kept", len(b.copies), human_bytes(kept), f"{100 * kept / max(total_bytes, 1):.1f}%"])
+    return table(["step", "files", "bytes", "% bytes"], rows)

@@ -1,0 +1,238 @@
+"""Where code comes from: the stdlib, folders of repositories, datasets on disk and on the hub.
+
+Every source yields `Item`s (one file, read later by a worker) or `Skip`s (found bad while walking).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pycpilot.errors import PycpilotError
+
+# Folders that never hold code worth training on.
+_ALWAYS_SKIPPED = {
+    ".git",
+    ".hg",
+    ".svn",
+    "__pycache__",
+    ".tox",
+    ".nox",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    "node_modules",
+    ".eggs",
+}
+# Someone else's code, installed rather than written: skipped unless --include-vendored.
+_VENDORED = {"site-packages", "dist-packages", ".venv", "venv"}
+_JSON_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")
+_DATASET_MARKERS = ("dataset_dict.json", "state.json")
+_BATCH = 1000
+
+
+@dataclass
+class Item:
+    """One file to clean: either a path for a worker to read, or text that a dataset already holds."""
+
+    source: str
+    repo_name: str
+    path: str
+    license: str = "unknown"
+    copies: int = 1
+    fs_path: str | None = None
+    content: str | None = None
+
+
+@dataclass
+class Skip:
+    """A file or folder rejected before reading; counted under `reason`."""
+
+    source: str
+    path: str
+    reason: str
+
+
+def describe_source(spec: str) -> str:
+    """The kind of a source spec, as reported in the manifest; raises on a source that cannot be used."""
+    if spec == "stdlib":
+        return "stdlib"
+    if spec.startswith("hf:"):
+        if not spec[3:].strip():
+            raise PycpilotError("source 'hf:' needs a dataset name, e.g. hf:huggingface-course/codeparrot-ds-train")
+        return "hub"
+    path = Path(spec)
+    if not path.exists() and not path.is_symlink():
+        raise PycpilotError(f"source {spec} does not exist")
+    if path.is_dir():
+        if any((path / marker).is_file() for marker in _DATASET_MARKERS):
+            return "saved"
+        return "folder"
+    if path.is_file():
+        name = path.name.lower()
+        if name.endswith(".parquet"):
+            return "parquet"
+        if name.endswith(_JSON_SUFFIXES):
+            return "json"
+        if name.endswith(".py"):
+            return "file"
+    raise PycpilotError(
+        f"source {spec} is neither a folder, a saved dataset, a .parquet/.jsonl(.gz) file nor a .py file"
+    )
+
+
+def iter_source(spec: str, include_vendored: bool = False) -> Iterator[Item | Skip]:
+    kind = describe_source(spec)
+    if kind == "stdlib":
+        yield from _iter_stdlib()
+    elif kind == "folder":
+        yield from _iter_folder(spec, Path(spec), include_vendored)
+    elif kind == "file":
+        path = Path(spec)
+        yield Item(source=spec, repo_name=path.resolve().parent.name, path=path.name, fs_path=str(path))
+    else:
+        yield from _iter_records(spec, _open_dataset(spec, kind))
+
+
+# --- folders -------------------------------------------------------------------------------------------
+
+
+def _is_virtualenv(path: Path) -> bool:
+    return (path / "pyvenv.cfg").is_file()
+
+
+def _iter_folder(source: str, root: Path, include_vendored: bool) -> Iterator[Item | Skip]:
+    """Walk `.py` files in a stable order; follow symlinks but never into a folder already on the path."""
+    root_name = root.resolve().name or "root"
+    walked: set[tuple[int, int]] = set()
+
+    def walk(folder: Path, rel: str, repo_name: str, repo_rel: str, ancestors: frozenset) -> Iterator:
+        try:
+            st = folder.stat()
+        except OSError as exc:
+            reason = "symlink loop" if exc.errno == errno.ELOOP else "unreadable"
+            yield Skip(source, rel or ".", reason)
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in ancestors:
+            yield Skip(source, rel, "symlink loop")
+            return
+        if key in walked:  # a second symlink to a folder we already read: same files, skip quietly
+            return
+        walked.add(key)
+        if (folder / ".git").exists():  # a repository: its folder names it, paths start at its top
+            repo_name, repo_rel = (rel or root_name), rel
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            yield Skip(source, rel or ".", "unreadable")
+            return
+        for entry in entries:
+            child_rel = f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                yield Skip(source, child_rel, "unreadable")
+                continue
+            if is_dir:
+                if entry.name in _ALWAYS_SKIPPED:
+                    continue
+                child = Path(entry.path)
+                if not include_vendored and (entry.name in _VENDORED or _is_virtualenv(child)):
+                    yield Skip(source, child_rel, "vendored folder")
+                    continue
+                yield from walk(child, child_rel, repo_name, repo_rel, ancestors | {key})
+            elif entry.name.endswith(".py"):
+                in_repo = child_rel[len(repo_rel) + 1 :] if repo_rel else child_rel
+                yield Item(source=source, repo_name=repo_name, path=in_repo, fs_path=entry.path)
+
+    yield from walk(root, "", root_name, "", frozenset())
+
+
+def _iter_stdlib() -> Iterator[Item | Skip]:
+    """The running interpreter's standard library; each top-level package counts as one repository."""
+    root = Path(sysconfig.get_path("stdlib"))
+    for item in _iter_folder("stdlib", root, include_vendored=False):
+        if isinstance(item, Item):
+            top = item.path.split("/", 1)[0].removesuffix(".py")
+            item.repo_name = f"stdlib/{top}"
+            item.path = f"Lib/{item.path}"
+            item.license = "psf-2.0"
+        elif item.reason == "vendored folder":
+            continue  # site-packages is not part of the stdlib: not worth a count
+        yield item
+
+
+# --- datasets --------------------------------------------------------------------------------------------
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _open_dataset(spec: str, kind: str) -> list[tuple[str, Any]]:
+    """Open a dataset source lazily: a list of (split name, Dataset or IterableDataset)."""
+    import datasets
+
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    try:
+        if kind == "saved":
+            loaded = datasets.load_from_disk(spec)
+        elif kind == "parquet":
+            loaded = datasets.load_dataset("parquet", data_files=spec, split="train", streaming=True)
+        elif kind == "json":
+            loaded = datasets.load_dataset("json", data_files=spec, split="train", streaming=True)
+        else:
+            name, _, split = spec[3:].partition("@")
+            loaded = datasets.load_dataset(name, split=split or None, streaming=True)
+    except Exception as exc:  # datasets raises many types; the user needs one line naming the source
+        raise PycpilotError(f"cannot open dataset source {spec}: {_short(exc)}") from None
+    if isinstance(loaded, datasets.DatasetDict | datasets.IterableDatasetDict):
+        return list(loaded.items())
+    return [("train", loaded)]
+
+
+def _iter_records(spec: str, splits: list[tuple[str, Any]]) -> Iterator[Item | Skip]:
+    for split, ds in splits:
+        columns = ds.column_names
+        if columns is not None and "content" not in columns:
+            raise PycpilotError(f"source {spec} (split {split}) has no 'content' column; it has: {', '.join(columns)}")
+        index = 0
+        try:
+            for batch in ds.iter(batch_size=_BATCH):
+                if "content" not in batch:
+                    raise PycpilotError(f"source {spec} (split {split}) has no 'content' column")
+                n = len(batch["content"])
+                for i in range(n):
+                    yield _record_item(spec, split, index, {k: v[i] for k, v in batch.items()})
+                    index += 1
+        except PycpilotError:
+            raise
+        except Exception as exc:
+            raise PycpilotError(f"cannot read dataset source {spec} at record {index}: {_short(exc)}") from None
+
+
+def _record_item(spec: str, split: str, index: int, row: dict[str, Any]) -> Item | Skip:
+    path = str(row.get("path") or f"{split}/{index}.py")
+    content = row.get("content")
+    if not isinstance(content, str):
+        return Skip(spec, path, "malformed record")
+    try:
+        copies = max(1, int(row.get("copies") or 1))
+    except (TypeError, ValueError):
+        copies = 1
+    return Item(
+        source=spec,
+        repo_name=str(row.get("repo_name") or Path(spec).name or spec),
+        path=path,
+        license=str(row.get("license") or "unknown").lower(),
+        copies=copies,
+        content=content,
+    )

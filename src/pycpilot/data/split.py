@@ -1,0 +1,50 @@
+"""Train/valid split by repository, so no repository's files sit on both sides."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+
+@dataclass
+class Split:
+    train: list[int]
+    valid: list[int]
+    mode: str  # "repository" or "file"
+    note: str = ""
+
+
+def split_rows(repos: list[str], fraction: float, seed: int) -> Split:
+    """Pick whole repositories (seeded) until the valid split holds about `fraction` of the files.
+
+    Repositories too big to fit (more than 1.5x what is still wanted) are passed over; if no mix of
+    repositories comes close, the split falls back to single files and says why.
+    """
+    n = len(repos)
+    if fraction <= 0 or n < 2:
+        return Split(list(range(n)), [], "repository", "no valid split requested" if fraction <= 0 else "")
+    target = max(1, round(fraction * n))
+    counts = Counter(repos)
+    order = sorted(counts)
+    random.Random(seed).shuffle(order)
+    chosen: set[str] = set()
+    taken = 0
+    for repo in order:
+        if taken >= target:
+            break
+        if taken + counts[repo] <= max(1.5 * target, 1) and len(chosen) + 1 < len(counts):
+            chosen.add(repo)
+            taken += counts[repo]
+    if len(counts) >= 2 and taken >= 0.5 * target:
+        valid = [i for i, r in enumerate(repos) if r in chosen]
+        train = [i for i, r in enumerate(repos) if r not in chosen]
+        return Split(train, valid, "repository", f"{len(chosen)} of {len(counts)} repositories in valid")
+    why = (
+        f"only one repository ({order[0]})"
+        if len(counts) == 1
+        else f"no set of the {len(counts)} repositories comes close to {target} valid files"
+    )
+    picked = set(random.Random(seed).sample(range(n), target))
+    train = [i for i in range(n) if i not in picked]
+    return Split(train, sorted(picked), "file", f"split by file: {why}")
