@@ -188,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     except PycpilotError as exc:
         print(f"pycpilot {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permission denied while writing: the OS's words, one line
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"pycpilot {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"pycpilot {args.command}: interrupted; nothing was written", file=sys.stderr)
         return 130

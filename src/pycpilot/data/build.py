@@ -301,7 +301,8 @@ def build_dataset(cfg: DataConfig) -> DataResult:
         records = records.remove_columns("copies").add_column("copies", [str(c) for c in builder.copies])
         records = records.select_columns(COLUMNS)
         dsd = datasets.DatasetDict({"train": records.select(split.train), "valid": records.select(split.valid)})
-        dsd.save_to_disk(str(tmp), num_proc=None)
+        # datasets writes no shard for an empty split and then cannot load it back: ask for one.
+        dsd.save_to_disk(str(tmp), num_shards={name: 1 for name, ds in dsd.items() if len(ds) == 0})
         del dsd, records
         import shutil
 

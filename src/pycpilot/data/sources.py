@@ -6,6 +6,7 @@ Every source yields `Item`s (one file, read later by a worker) or `Skip`s (found
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sysconfig
 from collections.abc import Iterator
@@ -136,8 +137,8 @@ def _iter_folder(source: str, root: Path, include_vendored: bool) -> Iterator[It
             child_rel = f"{rel}/{entry.name}" if rel else entry.name
             try:
                 is_dir = entry.is_dir()
-            except OSError:
-                yield Skip(source, child_rel, "unreadable")
+            except OSError as exc:
+                yield Skip(source, child_rel, "symlink loop" if exc.errno == errno.ELOOP else "unreadable")
                 continue
             if is_dir:
                 if entry.name in _ALWAYS_SKIPPED:
@@ -182,6 +183,7 @@ def _open_dataset(spec: str, kind: str) -> list[tuple[str, Any]]:
 
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # retry chatter; the failure is reported below
     try:
         if kind == "saved":
             loaded = datasets.load_from_disk(spec)
@@ -193,7 +195,10 @@ def _open_dataset(spec: str, kind: str) -> list[tuple[str, Any]]:
             name, _, split = spec[3:].partition("@")
             loaded = datasets.load_dataset(name, split=split or None, streaming=True)
     except Exception as exc:  # datasets raises many types; the user needs one line naming the source
-        raise PycpilotError(f"cannot open dataset source {spec}: {_short(exc)}") from None
+        hint = ""
+        if kind == "hub" and ("reach" in str(exc) or "offline" in str(exc).lower()):
+            hint = " (no network? save the dataset once with save_to_disk and pass its folder as --source)"
+        raise PycpilotError(f"cannot open dataset source {spec}: {_short(exc)}{hint}") from None
     if isinstance(loaded, datasets.DatasetDict | datasets.IterableDatasetDict):
         return list(loaded.items())
     return [("train", loaded)]

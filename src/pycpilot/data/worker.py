@@ -54,7 +54,7 @@ class Worker:
         if cfg.near_dedup:
             from datasketch import MinHash
 
-            self.minhash_template = MinHash(num_perm=cfg.num_perm, seed=cfg.seed)
+            self.minhash_template = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, scheme="affine32")
 
     def read(self, item: Item) -> tuple[str | None, str, int, str]:
         """(reason or None, text, size in bytes, digest of the raw bytes)."""
