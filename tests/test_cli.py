@@ -127,7 +127,7 @@ def test_worker_pool_is_stopped_on_error(tmp_path: Path, monkeypatch, capsys) ->
     calls = {"n": 0}
     import pycpilot.data.build as build
 
-    real_take = build._Builder.take
+    real_take = build.Builder.take
 
     def failing_take(self, checked):
         calls["n"] += 1
@@ -135,7 +135,7 @@ def test_worker_pool_is_stopped_on_error(tmp_path: Path, monkeypatch, capsys) ->
             raise OSError(28, "No space left on device")
         return real_take(self, checked)
 
-    monkeypatch.setattr(build._Builder, "take", failing_take)
+    monkeypatch.setattr(build.Builder, "take", failing_take)
     code = main(["data", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--num-proc", "2", "-q"])
     assert code == 2
     assert capsys.readouterr().err.strip() == "pycpilot data: error: No space left on device"

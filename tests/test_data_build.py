@@ -167,12 +167,14 @@ def test_vendored_folders_are_skipped_unless_asked(tmp_path: Path, cfg_for) -> N
     write(corpus / "env3/pyvenv.cfg", "home = /usr\n")
     write(corpus / "env3/lib/other.py", good_code("other"))
     write(corpus / "__pycache__/junk.py", good_code("junk"))
+    write(corpus / "venv/builder.py", good_code("builder"))  # a package named venv (as in the stdlib)
     write(corpus / ".git/hooks/hook.py", good_code("hook"))
     cfg = cfg_for(corpus, valid_fraction=0.0)
-    assert _kept_paths(build_dataset(cfg).out) == {"app.py"}
+    assert _kept_paths(build_dataset(cfg).out) == {"app.py", "venv/builder.py"}
     cfg = cfg_for(corpus, valid_fraction=0.0, include_vendored=True, overwrite=True)
     assert _kept_paths(build_dataset(cfg).out) == {
         "app.py",
+        "venv/builder.py",
         ".venv/lib/python3.11/site-packages/dep.py",
         "env3/lib/other.py",
     }

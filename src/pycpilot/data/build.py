@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import shutil
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
 from pycpilot.data.config import DataConfig
-from pycpilot.data.report import human_bytes, table
+from pycpilot.data.dedup import NearDedup
+from pycpilot.data.report import REASONS, build_manifest, filter_table, human_bytes
 from pycpilot.data.sources import Item, Skip, describe_source, iter_source
 from pycpilot.data.split import split_rows
 from pycpilot.data.worker import Checked, Worker, check_item, init_worker
 from pycpilot.errors import PycpilotError
-from pycpilot.manifest import MANIFEST, atomic_output_dir, base_manifest, check_output_dir, write_json_atomic
+from pycpilot.manifest import MANIFEST, atomic_output_dir, check_output_dir, write_json_atomic
 
 # The codeparrot-ds schema (copies and size are strings there), then CodeParrot-clean's extra columns.
 COLUMNS = [
@@ -53,29 +54,6 @@ _SCHEMA = pa.schema(
         ("source", pa.string()),
     ]
 )
-# Reasons in the order the pipeline applies them: the filter table lists them this way.
-REASONS = [
-    "unreadable",
-    "symlink loop",
-    "binary (NUL bytes)",
-    "not UTF-8",
-    "empty",
-    "over size limit",
-    "malformed record",
-    "license",
-    "keywords",
-    "exact duplicate",
-    "auto-generated",
-    "max line length",
-    "mean line length",
-    "alphanumeric fraction",
-    "config or test file",
-    "no def/class/for/while",
-    "few assignments",
-    "syntax error",
-    "HumanEval contamination",
-    "near duplicate",
-]
 _BEFORE_DEDUP = set(REASONS[: REASONS.index("exact duplicate")])  # read problems, license, keywords
 _FLUSH_ROWS = 512
 
@@ -107,30 +85,6 @@ class DataResult:
     manifest: dict[str, Any]
 
 
-class _NearDedup:
-    """Greedy keep-first near dedup: a file is dropped when a kept file's MinHash Jaccard >= threshold."""
-
-    def __init__(self, cfg: DataConfig) -> None:
-        from datasketch import LeanMinHash, MinHashLSH
-
-        self._lean = LeanMinHash
-        self._lsh = MinHashLSH(threshold=cfg.near_dedup_threshold, num_perm=cfg.num_perm)
-        self._signatures: dict[int, np.ndarray] = {}
-        self._threshold = cfg.near_dedup_threshold
-        self._seed = cfg.seed
-        self._scheme = None
-
-    def check_and_add(self, key: int, signature: np.ndarray) -> int | None:
-        """Key of the kept file this one nearly duplicates, or None (then it is indexed as kept)."""
-        sketch = self._lean(seed=self._seed, hashvalues=signature, scheme="affine32")
-        for other in self._lsh.query(sketch):
-            if np.mean(self._signatures[other] == signature) >= self._threshold:
-                return other
-        self._lsh.insert(key, sketch, check_duplication=False)
-        self._signatures[key] = signature
-        return None
-
-
 def _checked(cfg: DataConfig, items: Iterator[Item]) -> Iterator[Checked]:
     """Run the per-file checks, in order, on `num_proc` processes (in this one when num_proc is 1)."""
     if cfg.num_proc == 1:
@@ -143,7 +97,7 @@ def _checked(cfg: DataConfig, items: Iterator[Item]) -> Iterator[Checked]:
         yield from pool.imap(check_item, items, chunksize=16)
 
 
-class _Builder:
+class Builder:
     def __init__(self, cfg: DataConfig, work: Path) -> None:
         self.cfg = cfg
         self.records_path = work / "records.arrow"
@@ -153,7 +107,7 @@ class _Builder:
         self.copies: list[int] = []
         self.repos: list[str] = []
         self.row_digests: list[bytes] = []
-        self.near = _NearDedup(cfg) if cfg.near_dedup else None
+        self.near = NearDedup(cfg) if cfg.near_dedup else None
         self.contaminated: Counter[str] = Counter()
         self._rows: dict[str, list] = {c: [] for c in COLUMNS}
         self._writer = pa.ipc.new_stream(str(self.records_path), _SCHEMA)
@@ -268,7 +222,7 @@ def build_dataset(cfg: DataConfig) -> DataResult:
     with atomic_output_dir(out, cfg.overwrite) as tmp:
         work = tmp / "_work"
         work.mkdir()
-        builder = _Builder(cfg, work)
+        builder = Builder(cfg, work)
         plans, total = builder.plan()
         bar = tqdm(
             desc="data: clean", unit=" files", total=total, disable=cfg.quiet, file=sys.stderr, dynamic_ncols=True
@@ -291,7 +245,7 @@ def build_dataset(cfg: DataConfig) -> DataResult:
         if seen == 0:
             raise PycpilotError(f"no .py file found in {', '.join(cfg.sources)}")
         if not builder.copies:
-            log(_filter_table(builder, seen))
+            log(filter_table(builder, seen))
             raise PycpilotError(f"no file left after cleaning: all {seen} files were removed (table above)")
 
         split = split_rows(builder.repos, cfg.valid_fraction, cfg.seed)
@@ -304,15 +258,13 @@ def build_dataset(cfg: DataConfig) -> DataResult:
         # datasets writes no shard for an empty split and then cannot load it back: ask for one.
         dsd.save_to_disk(str(tmp), num_shards={name: 1 for name, ds in dsd.items() if len(ds) == 0})
         del dsd, records
-        import shutil
-
         shutil.rmtree(work)
         t_total = time.perf_counter() - start
 
-        manifest = _manifest(cfg, builder, split, seen, {"clean_s": t_clean, "total_s": t_total})
+        manifest = build_manifest(cfg, builder, split, seen, {"clean_s": t_clean, "total_s": t_total})
         write_json_atomic(tmp / MANIFEST, manifest)
 
-    log(_filter_table(builder, seen))
+    log(filter_table(builder, seen))
     final = datasets.load_from_disk(str(out))
     log(final)
     sample = final["train"][0]
@@ -325,64 +277,3 @@ def build_dataset(cfg: DataConfig) -> DataResult:
         f"{human_bytes(manifest['kept']['bytes'])}, in {t_total:.1f} s -> {out}"
     )
     return DataResult(out=out, manifest=manifest)
-
-
-def _split_stats(builder: _Builder, rows: list[int]) -> dict[str, Any]:
-    """Counts and a content hash of one split, in row order."""
-    digest = hashlib.sha256()
-    for i in rows:
-        digest.update(builder.row_digests[i])
-    return {"files": len(rows), "repositories": len({builder.repos[i] for i in rows}), "sha256": digest.hexdigest()}
-
-
-def _manifest(cfg: DataConfig, b: _Builder, split: Any, seen: int, timings: dict[str, float]) -> dict[str, Any]:
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
-    manifest = base_manifest("data", config)
-    splits = {"train": _split_stats(b, split.train), "valid": _split_stats(b, split.valid)}
-    kept_bytes = sum(s.kept.bytes for s in b.sources)
-    manifest.update(
-        {
-            "sources": [
-                {
-                    "spec": s.spec,
-                    "kind": s.kind,
-                    "files": s.seen.files,
-                    "bytes": s.seen.bytes,
-                    "kept_files": s.kept.files,
-                    "kept_bytes": s.kept.bytes,
-                    "vendored_folders_skipped": s.skipped_folders,
-                    "removed": {r: asdict(t) for r, t in s.removed.items()},
-                    "input_sha256": s.digest.hexdigest(),
-                }
-                for s in b.sources
-            ],
-            "filters": [
-                {"filter": r, "files": b.removed[r].files, "bytes": b.removed[r].bytes}
-                for r in REASONS
-                if r in b.removed
-            ],
-            "seen": {"files": seen, "bytes": sum(s.seen.bytes for s in b.sources)},
-            "kept": {"files": len(b.copies), "bytes": kept_bytes},
-            "contamination": dict(sorted(b.contaminated.items())),
-            "split": {"mode": split.mode, "note": split.note},
-            "splits": splits,
-            "content_sha256": hashlib.sha256(
-                (splits["train"]["sha256"] + splits["valid"]["sha256"]).encode()
-            ).hexdigest(),
-            "timings": {k: round(v, 3) for k, v in timings.items()},
-            "throughput_mb_s": round(sum(s.seen.bytes for s in b.sources) / 1e6 / max(timings["total_s"], 1e-9), 2),
-        }
-    )
-    return manifest
-
-
-def _filter_table(b: _Builder, seen: int) -> str:
-    total_bytes = sum(s.seen.bytes for s in b.sources)
-    rows: list[list[object]] = [["read", seen, human_bytes(total_bytes), ""]]
-    for reason in REASONS:
-        if reason in b.removed:
-            t = b.removed[reason]
-            rows.append([f"- {reason}", t.files, human_bytes(t.bytes), f"{100 * t.bytes / max(total_bytes, 1):.1f}%"])
-    kept = sum(s.kept.bytes for s in b.sources)
-    rows.append(["= kept", len(b.copies), human_bytes(kept), f"{100 * kept / max(total_bytes, 1):.1f}%"])
-    return table(["step", "files", "bytes", "% bytes"], rows)

@@ -31,7 +31,7 @@ _ALWAYS_SKIPPED = {
     ".eggs",
 }
 # Someone else's code, installed rather than written: skipped unless --include-vendored.
-_VENDORED = {"site-packages", "dist-packages", ".venv", "venv"}
+_VENDORED = {"site-packages", "dist-packages", ".venv"}  # plus any folder holding pyvenv.cfg
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")
 _DATASET_MARKERS = ("dataset_dict.json", "state.json")
 _BATCH = 1000
