@@ -120,3 +120,10 @@ def test_broken_dataset_files_fail_with_one_line(make, message: str, tmp_path: P
         build_dataset(cfg)
     assert "\n" not in str(info.value)
     assert not cfg.out.exists()
+
+
+def test_a_code_folder_with_a_state_json_is_still_code(tmp_path: Path, cfg_for) -> None:
+    write(tmp_path / "app" / "state.json", "{}\n")
+    write(tmp_path / "app" / "main.py", good_code("app"))
+    m = build_dataset(cfg_for(tmp_path / "app", valid_fraction=0.0)).manifest
+    assert m["sources"][0]["kind"] == "folder" and m["kept"]["files"] == 1

@@ -33,7 +33,6 @@ _ALWAYS_SKIPPED = {
 # Someone else's code, installed rather than written: skipped unless --include-vendored.
 _VENDORED = {"site-packages", "dist-packages", ".venv"}  # plus any folder holding pyvenv.cfg
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")
-_DATASET_MARKERS = ("dataset_dict.json", "state.json")
 _BATCH = 1000
 
 
@@ -71,7 +70,7 @@ def describe_source(spec: str) -> str:
     if not path.exists() and not path.is_symlink():
         raise PycpilotError(f"source {spec} does not exist")
     if path.is_dir():
-        if any((path / marker).is_file() for marker in _DATASET_MARKERS):
+        if _is_saved_dataset(path):
             return "saved"
         return "folder"
     if path.is_file():
@@ -84,6 +83,13 @@ def describe_source(spec: str) -> str:
             return "file"
     raise PycpilotError(
         f"source {spec} is neither a folder, a saved dataset, a .parquet/.jsonl(.gz) file nor a .py file"
+    )
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    """What save_to_disk leaves: dataset_dict.json (a DatasetDict) or state.json + dataset_info.json."""
+    return (path / "dataset_dict.json").is_file() or (
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
     )
 
 
