@@ -10,9 +10,10 @@ from pathlib import Path
 import datasets
 import pytest
 
-from conftest import good_code, write
 from pycpilot.cli import main
 from pycpilot.data import DataConfig
+
+from conftest import good_code, write
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess:

@@ -9,9 +9,10 @@ from pathlib import Path
 import datasets
 import pytest
 
-from conftest import good_code, write
 from pycpilot.data import build_dataset
 from pycpilot.data.decontaminate import load_humaneval
+
+from conftest import good_code, write
 
 
 def _kept_paths(out: Path) -> set[str]:

@@ -9,9 +9,10 @@ from pathlib import Path
 import datasets
 import pytest
 
-from conftest import good_code, write
 from pycpilot.data import build_dataset
 from pycpilot.errors import PycpilotError
+
+from conftest import good_code, write
 
 
 def _records() -> list[dict]:

@@ -160,12 +160,138 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 def _run_data(args: argparse.Namespace) -> int:
     from pycpilot.data import DataConfig, build_dataset
 
-    fields = DataConfig.__dataclass_fields__
-    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    values.setdefault("sources", args.source or ["stdlib"])
+    values = {k: v for k, v in _fields(DataConfig, args).items() if v is not None}
     values["sources"] = args.source or ["stdlib"]
     build_dataset(DataConfig(**values))
     return 0
+
+
+def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
+    from pycpilot.presets import PRESETS
+    from pycpilot.tokenizer.config import SEED_VOCAB_SIZE, TokenizerConfig
+
+    d = TokenizerConfig(data=Path("."), out=Path("."))
+    p = sub.add_parser(
+        "tokenizer",
+        help="train a byte-level BPE code tokenizer on the train split (seed 7.4.2)",
+        description="Train a GPT-2-style byte-level BPE (GPT-2's regex, byte alphabet, <|endoftext|>) with "
+        "StarCoder's FIM tokens on the train split of a `pycpilot data` folder, save it with save_pretrained "
+        "(+ vocab.json, merges.txt, special_tokens_map.json, manifest.json) and compare it with a baseline.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", required=True, type=Path, help="a `pycpilot data` output folder")
+    p.add_argument("--out", required=True, type=Path, help="output tokenizer folder")
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help=f"vocabulary size, special tokens included (default: the preset's, else {SEED_VOCAB_SIZE:,})",
+    )
+    p.add_argument("--preset", choices=list(PRESETS), default=None, help="take the vocabulary size from a preset")
+    p.add_argument(
+        "--base",
+        default=None,
+        metavar="NAME_OR_DIR",
+        help="retrain this tokenizer's pipeline with train_new_from_iterator (e.g. gpt2, needs internet)",
+    )
+    p.add_argument(
+        "--compare",
+        default=None,
+        metavar="NAME_OR_DIR",
+        help="baseline tokenizer for the comparison; default: the same BPE without the FIM tokens; 'none' skips it",
+    )
+    p.add_argument("--min-frequency", type=int, default=d.min_frequency, help="a merge must be seen this often")
+    p.add_argument("--batch-files", type=int, default=d.batch_files, help="files per batch fed to the trainer")
+    p.add_argument(
+        "--model-max-length",
+        type=int,
+        default=d.model_max_length,
+        help="longest context models using this tokenizer take (GPT-2: 1024)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or comparison output")
+    p.set_defaults(run=_run_tokenizer)
+
+
+def _run_tokenizer(args: argparse.Namespace) -> int:
+    from pycpilot.tokenizer import TokenizerConfig, train_tokenizer
+
+    train_tokenizer(TokenizerConfig(**_fields(TokenizerConfig, args)))
+    return 0
+
+
+def _add_pack(sub: argparse._SubParsersAction) -> None:
+    from pycpilot.pack.config import SEED_CONTEXT_LENGTH, PackConfig
+    from pycpilot.presets import PRESETS
+
+    d = PackConfig(data=Path("."), tokenizer=Path("."), out=Path("."))
+    p = sub.add_parser(
+        "pack",
+        help="tokenize the corpus and cut it into blocks of token ids (seed 7.4.3)",
+        description="Tokenize every file of a `pycpilot data` folder, append <|endoftext|>, concatenate and cut "
+        "into blocks of --context-length tokens (only the last partial block of a split is dropped), with "
+        "optional fill-in-the-middle; read the result with pycpilot.pack.PackedDataset.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", required=True, type=Path, help="a `pycpilot data` output folder")
+    p.add_argument("--tokenizer", required=True, type=Path, help="a `pycpilot tokenizer` output folder")
+    p.add_argument("--out", required=True, type=Path, help="output folder ({split}.bin + manifest.json)")
+    p.add_argument(
+        "--context-length",
+        type=int,
+        default=None,
+        help=f"tokens per block (default: the preset's, else {SEED_CONTEXT_LENGTH})",
+    )
+    p.add_argument("--preset", choices=list(PRESETS), default=None, help="take the context length from a preset")
+    p.add_argument(
+        "--fim-rate",
+        type=float,
+        default=d.fim_rate,
+        help="share of train files laid out fill-in-the-middle (0: plain left-to-right)",
+    )
+    p.add_argument(
+        "--fim-spm-rate",
+        type=float,
+        default=d.fim_spm_rate,
+        help="share of FIM files in SPM order (suffix first) rather than PSM",
+    )
+    p.add_argument(
+        "--fim-splits",
+        type=_csv,
+        default=d.fim_splits,
+        help="comma-separated splits that get FIM (valid stays plain for comparable perplexity)",
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for the FIM choices (per file)")
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "uint16", "uint32"],
+        default=d.dtype,
+        help="storage type of token ids (auto: uint16 when the vocabulary fits)",
+    )
+    p.add_argument(
+        "--encoder",
+        choices=["auto", "tiktoken", "tokenizers"],
+        default=d.encoder,
+        help="auto: tiktoken when it is exact for this tokenizer (checked as it runs), else tokenizers",
+    )
+    p.add_argument("--threads", type=int, default=d.threads, help="encoder threads")
+    p.add_argument("--batch-files", type=int, default=d.batch_files, help="files encoded per batch")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary output")
+    p.set_defaults(run=_run_pack)
+
+
+def _run_pack(args: argparse.Namespace) -> int:
+    from pycpilot.pack import PackConfig, pack_dataset
+
+    pack_dataset(PackConfig(**_fields(PackConfig, args)))
+    return 0
+
+
+def _fields(config_cls: type, args: argparse.Namespace) -> dict:
+    """The parsed options that are fields of `config_cls`."""
+    names = config_cls.__dataclass_fields__  # type: ignore[attr-defined]
+    return {k: v for k, v in vars(args).items() if k in names}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pycpilot {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_data(sub)
+    _add_tokenizer(sub)
+    _add_pack(sub)
     return parser
 
 
