@@ -15,9 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on the built-in default corpus (this interpreter's standard library).
+# The main job on the built-in default corpus (this interpreter's standard library): data -> tokenizer -> pack.
+DEMO := runs/demo
 demo: install
-	$(BIN)/pycpilot data --source stdlib --out runs/demo/data --overwrite
+	$(BIN)/pycpilot data --source stdlib --out $(DEMO)/data --overwrite
+	$(BIN)/pycpilot tokenizer --data $(DEMO)/data --out $(DEMO)/tokenizer --preset tiny --overwrite
+	$(BIN)/pycpilot pack --data $(DEMO)/data --tokenizer $(DEMO)/tokenizer --out $(DEMO)/packed --preset tiny --overwrite
 
 lint: install
 	$(BIN)/ruff check src tests bench

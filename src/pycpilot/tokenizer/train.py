@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -63,7 +64,9 @@ def wrap(tok: Any, model_max_length: int, extra_specials: list[str]) -> Any:
 
 
 def _train_ours(cfg: TokenizerConfig, train: Any, vocab_size: int, specials_extra: list[str]) -> Any:
-    tok, trainer = gpt2_style_bpe(vocab_size, cfg.min_frequency, [EOS, *specials_extra], not cfg.quiet)
+    # The trainer draws its own bars; on a non-terminal they come out as blank lines.
+    show = not cfg.quiet and sys.stderr.isatty()
+    tok, trainer = gpt2_style_bpe(vocab_size, cfg.min_frequency, [EOS, *specials_extra], show)
     tok.train_from_iterator(corpus_batches(train, cfg.batch_files), trainer, length=len(train))
     return wrap(tok, cfg.model_max_length, specials_extra)
 
