@@ -30,6 +30,7 @@ test: lint
 
 bench: install
 	$(BIN)/python bench/bench_data.py
+	$(BIN)/python bench/bench_tokenizer_pack.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -60,7 +60,7 @@ def test_console_script_builds_a_dataset(tmp_path: Path) -> None:
     ("argv", "message"),
     [
         (["--source", "/no/such/place"], "source /no/such/place does not exist"),
-        (["--source", "{empty}"], "no .py file found"),
+        (["--source", "{empty}"], "yields no .py file"),
         (["--source", "{notes}"], "is neither a folder"),
         (["--source", "hf:"], "needs a dataset name"),
         (["--source", "{allbad}"], "no file left after cleaning"),
@@ -86,24 +86,39 @@ def test_bad_input_gives_one_line_and_no_output(argv: list[str], message: str, t
 def test_existing_output_is_refused_unless_overwrite(tmp_path: Path, capsys) -> None:
     write(tmp_path / "src" / "a.py", good_code("one"))
     out = tmp_path / "out"
-    write(out / "keep.txt", "precious\n")
-    args = [
-        "data",
-        "--source",
-        str(tmp_path / "src"),
-        "--out",
-        str(out),
-        "--num-proc",
-        "1",
-        "-q",
-        "--valid-fraction",
-        "0",
-    ]
+    args = ["data", "--source", str(tmp_path / "src"), "--out", str(out), "--num-proc", "1", "-q"]
+    args += ["--valid-fraction", "0"]
+    assert main(args) == 0
+    first = (out / "manifest.json").read_text()
     assert main(args) == 2
     assert "already exists (pass --overwrite" in capsys.readouterr().err
-    assert (out / "keep.txt").read_text() == "precious\n"
+    assert (out / "manifest.json").read_text() == first
+    write(tmp_path / "src" / "b.py", good_code("two"))
     assert main([*args, "--overwrite"]) == 0
-    assert not (out / "keep.txt").exists() and (out / "manifest.json").exists()
+    assert len(datasets.load_from_disk(str(out))["train"]) == 2
+
+
+@pytest.mark.parametrize("where", ["foreign", "source", "parent_of_source", "cwd", "other_stage"])
+def test_overwrite_never_destroys_what_is_not_ours(where: str, tmp_path: Path, capsys, monkeypatch) -> None:
+    src = tmp_path / "proj" / "src"
+    write(src / "a.py", good_code("one"))
+    write(tmp_path / "proj" / "notes.txt", "precious\n")
+    write(tmp_path / "foreign" / "thesis.tex", "precious\n")
+    write(tmp_path / "tok" / "manifest.json", '{"stage": "tokenizer"}')
+    monkeypatch.chdir(tmp_path / "proj")
+    out = {
+        "foreign": tmp_path / "foreign",
+        "source": src,
+        "parent_of_source": tmp_path / "proj",
+        "cwd": Path("."),
+        "other_stage": tmp_path / "tok",
+    }[where]
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    code = main(["data", "--source", str(src), "--out", str(out), "--overwrite", "--num-proc", "1", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "choose another --out" in err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
 
 
 def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -310,18 +310,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    args = build_parser().parse_args(argv)
+    command = "pycpilot"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"pycpilot {args.command}"
         return args.run(args)
     except PycpilotError as exc:
-        print(f"pycpilot {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, permission denied while writing: the OS's words, one line
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"pycpilot {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"{command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"pycpilot {args.command}: interrupted; nothing was written", file=sys.stderr)
+        print(f"{command}: interrupted (no partial output is left behind)", file=sys.stderr)
         return 130
 
 

@@ -58,34 +58,58 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove_stale_temps(out: Path) -> None:
-    """Temp folders of runs that were killed (-9) have a dead pid in their name: clear them away."""
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
+    """Folders of runs that were killed (-9) have a dead pid in their name: clear them away."""
+    for pattern in (f".{out.name}.tmp-*", f".{out.name}.old-*"):
+        for stale in out.parent.glob(pattern):
+            pid = stale.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
 
 
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse an existing output unless asked to replace it; called before any work is done."""
-    if out.exists() and not overwrite:
-        raise PycpilotError(f"output {out} already exists (pass --overwrite to replace it)")
-    if out.exists() and not out.is_dir():
+def _stage_of(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("stage")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_output_dir(out: Path, overwrite: bool, stage: str, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse to clobber anything but an earlier output of the same stage; called before any work."""
+    out = out.resolve()
+    for given in inputs:
+        source = Path(given).resolve()
+        if source == out or out in source.parents:
+            raise PycpilotError(f"output {out} would replace the input {given}: choose another --out")
+    if out == Path.cwd().resolve() or out in Path.cwd().resolve().parents:
+        raise PycpilotError(f"output {out} is the current folder or holds it: choose another --out")
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
         raise PycpilotError(f"output {out} exists and is not a folder")
+    if not overwrite:
+        raise PycpilotError(f"output {out} already exists (pass --overwrite to replace it)")
+    if any(out.iterdir()) and _stage_of(out) != stage:
+        raise PycpilotError(
+            f"refusing to replace {out}: it is not the output of an earlier `pycpilot {stage}` (no matching "
+            f"manifest.json); remove it yourself or choose another --out"
+        )
 
 
 @contextlib.contextmanager
-def atomic_output_dir(out: Path, overwrite: bool) -> Iterator[Path]:
+def atomic_output_dir(out: Path, overwrite: bool, stage: str, inputs: tuple[Path, ...] = ()) -> Iterator[Path]:
     """Yield a temporary folder beside `out`; on success it replaces `out`, on any failure it vanishes."""
     out = out.resolve()
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, stage, inputs)
+    created = [p for p in reversed(out.parents) if not p.exists()]
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
     except OSError as exc:
-        raise PycpilotError(f"cannot create the folder for {out}: {exc.strerror}") from None
-    _remove_stale_temps(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+        raise PycpilotError(f"cannot write {out}: {exc.strerror or exc}") from None
+    done = False
     try:
         yield tmp
         if out.exists():
@@ -95,9 +119,14 @@ def atomic_output_dir(out: Path, overwrite: bool) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
+        done = True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not done:  # leave no empty folders we made for an output that never came
+            for folder in reversed(created):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 def base_manifest(stage: str, config: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from tqdm import tqdm
 from pycpilot.data.config import DataConfig
 from pycpilot.data.dedup import NearDedup
 from pycpilot.data.report import REASONS, build_manifest, filter_table, human_bytes
-from pycpilot.data.sources import Item, Skip, describe_source, iter_source
+from pycpilot.data.sources import Item, Skip, describe_source, iter_source, printable, source_path
 from pycpilot.data.split import split_rows
 from pycpilot.data.worker import Checked, Worker, check_item, init_worker
 from pycpilot.errors import PycpilotError
@@ -87,14 +89,36 @@ class DataResult:
 
 def _checked(cfg: DataConfig, items: Iterator[Item]) -> Iterator[Checked]:
     """Run the per-file checks, in order, on `num_proc` processes (in this one when num_proc is 1)."""
+    worker = Worker(cfg)  # built here first: a bad setting fails once, not in every respawned worker
     if cfg.num_proc == 1:
-        worker = Worker(cfg)
         yield from (worker.check(item) for item in items)
         return
     # spawn, not fork: forking a process that already runs library threads can deadlock.
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(cfg.num_proc, initializer=init_worker, initargs=(cfg,)) as pool:
+    # Workers start with Ctrl-C ignored (inherited through exec), so only this process reacts to it.
+    main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    try:
+        pool = multiprocessing.get_context("spawn").Pool(cfg.num_proc, initializer=init_worker, initargs=(cfg,))
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+    try:
         yield from pool.imap(check_item, items, chunksize=16)
+        pool.close()
+        pool.join()
+    except BaseException:  # Ctrl-C, a full disk, the consumer giving up: stop the workers, never hang
+        _stop(pool)
+        raise
+
+
+def _stop(pool: Any) -> None:
+    """Terminate the pool; if that hangs (a worker killed mid-message), kill the workers outright."""
+    stopper = threading.Thread(target=pool.terminate, daemon=True)
+    stopper.start()
+    stopper.join(5)
+    if stopper.is_alive():
+        for child in multiprocessing.active_children():
+            child.kill()
 
 
 class Builder:
@@ -176,7 +200,9 @@ class Builder:
         self.copies.append(c.item.copies)
         self.repos.append(c.item.repo_name)
         self.row_digests.append(
-            hashlib.blake2b(f"{c.item.repo_name}\0{c.item.path}\0{c.raw_digest}".encode(), digest_size=16).digest()
+            hashlib.blake2b(
+                f"{c.item.repo_name}\0{c.item.path}\0{c.item.license}\0{c.raw_digest}".encode(), digest_size=16
+            ).digest()
         )
         values = [
             c.item.repo_name,
@@ -189,7 +215,7 @@ class Builder:
             round(c.line_mean, 4),
             c.line_max,
             round(c.alpha_frac, 4),
-            stats.spec,
+            printable(stats.spec),
         ]
         for column, value in zip(COLUMNS, values, strict=True):
             self._rows[column].append(value)
@@ -214,12 +240,13 @@ def build_dataset(cfg: DataConfig) -> DataResult:
     for spec in cfg.sources:
         describe_source(spec)  # a missing or unusable source fails here, before any work
     out = Path(cfg.out)
-    check_output_dir(out.resolve(), cfg.overwrite)
+    inputs = tuple(source_path(spec) for spec in cfg.sources if source_path(spec) is not None)
+    check_output_dir(out, cfg.overwrite, "data", inputs)
     datasets.disable_progress_bars()
     start = time.perf_counter()
     log = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, flush=True))
 
-    with atomic_output_dir(out, cfg.overwrite) as tmp:
+    with atomic_output_dir(out, cfg.overwrite, "data", inputs) as tmp:
         work = tmp / "_work"
         work.mkdir()
         builder = Builder(cfg, work)
@@ -229,7 +256,8 @@ def build_dataset(cfg: DataConfig) -> DataResult:
         )
         read_bytes = 0
         try:
-            for checked in _checked(cfg, builder.items(plans)):
+            results = _checked(cfg, builder.items(plans))
+            for checked in results:
                 builder.take(checked)
                 read_bytes += checked.size
                 bar.update(1)
@@ -237,16 +265,20 @@ def build_dataset(cfg: DataConfig) -> DataResult:
                     elapsed = max(time.perf_counter() - start, 1e-9)
                     bar.set_postfix_str(f"{read_bytes / elapsed / 1e6:.1f} MB/s, kept {len(builder.copies)}")
         finally:
+            results.close()  # stops the worker pool now, whatever happened above
             bar.close()
             builder.close()
         t_clean = time.perf_counter() - start
 
         seen = sum(s.seen.files for s in builder.sources)
-        if seen == 0:
-            raise PycpilotError(f"no .py file found in {', '.join(cfg.sources)}")
+        for stats in builder.sources:
+            if stats.seen.files == 0:
+                what = "record" if stats.kind in ("saved", "parquet", "json", "hub") else ".py file"
+                raise PycpilotError(f"source {stats.spec} yields no {what}")
         if not builder.copies:
             log(filter_table(builder, seen))
-            raise PycpilotError(f"no file left after cleaning: all {seen} files were removed (table above)")
+            where = "see the table above" if not cfg.quiet else "run without -q to see which filters"
+            raise PycpilotError(f"no file left after cleaning: all {seen} files were removed ({where})")
 
         split = split_rows(builder.repos, cfg.valid_fraction, cfg.seed)
         if split.mode == "file":

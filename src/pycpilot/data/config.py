@@ -59,8 +59,18 @@ class DataConfig:
             (0.0 <= self.config_test_proba <= 1.0, "--config-test-proba must be in [0, 1]"),
             (0.0 <= self.no_keyword_proba <= 1.0, "--no-keyword-proba must be in [0, 1]"),
         ]
+        checks.append((0 <= self.seed < 2**32, "--seed must be between 0 and 2**32 - 1"))
         for ok, message in checks:
             if not ok:
                 raise PycpilotError(message)
         if not self.sources:
             raise PycpilotError("no --source given")
+        # Matching is on lower-cased text and license ids are lower case in codeparrot-ds.
+        self.keywords = [k.lower() for k in self.keywords]
+        self.licenses = [lic.lower() for lic in self.licenses]
+        seen: dict[str, str] = {}
+        for spec in self.sources:
+            key = spec if spec == "stdlib" or spec.startswith("hf:") else str(Path(spec).resolve())
+            if key in seen:
+                raise PycpilotError(f"source {spec} is given twice (also as {seen[key]}): its files would count twice")
+            seen[key] = spec

@@ -62,7 +62,7 @@ def _split_stats(builder: Builder, rows: list[int]) -> dict[str, Any]:
     """Counts and a content hash of one split, in row order."""
     digest = hashlib.sha256()
     for i in rows:
-        digest.update(builder.row_digests[i])
+        digest.update(builder.row_digests[i] + str(builder.copies[i]).encode())
     return {"files": len(rows), "repositories": len({builder.repos[i] for i in rows}), "sha256": digest.hexdigest()}
 
 

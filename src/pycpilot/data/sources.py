@@ -58,6 +58,16 @@ class Skip:
     reason: str
 
 
+def source_path(spec: str) -> Path | None:
+    """The local folder or file a source reads, if any (outputs must never replace it)."""
+    if spec == "stdlib":
+        return Path(sysconfig.get_path("stdlib"))
+    if spec.startswith("hf:"):
+        local = Path(spec[3:].partition("@")[0])
+        return local if spec[3:] and local.exists() else None
+    return Path(spec)
+
+
 def describe_source(spec: str) -> str:
     """The kind of a source spec, as reported in the manifest; raises on a source that cannot be used."""
     if spec == "stdlib":
@@ -67,13 +77,16 @@ def describe_source(spec: str) -> str:
             raise PycpilotError("source 'hf:' needs a dataset name, e.g. hf:huggingface-course/codeparrot-ds-train")
         return "hub"
     path = Path(spec)
-    if not path.exists() and not path.is_symlink():
-        raise PycpilotError(f"source {spec} does not exist")
-    if path.is_dir():
-        if _is_saved_dataset(path):
-            return "saved"
-        return "folder"
-    if path.is_file():
+    try:
+        if not path.exists() and not path.is_symlink():
+            raise PycpilotError(f"source {spec} does not exist")
+        if path.is_dir():
+            os.listdir(path)  # an unlistable source is an error, not an empty one
+            return "saved" if _is_saved_dataset(path) else "folder"
+        is_file = path.is_file()
+    except OSError as exc:
+        raise PycpilotError(f"cannot read source {spec}: {exc.strerror or exc}") from None
+    if is_file:
         name = path.name.lower()
         if name.endswith(".parquet"):
             return "parquet"
@@ -88,9 +101,15 @@ def describe_source(spec: str) -> str:
 
 def _is_saved_dataset(path: Path) -> bool:
     """What save_to_disk leaves: dataset_dict.json (a DatasetDict) or state.json + dataset_info.json."""
-    return (path / "dataset_dict.json").is_file() or (
-        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
-    )
+    return _exists(path / "dataset_dict.json") or (_exists(path / "state.json") and _exists(path / "dataset_info.json"))
+
+
+def _exists(path: Path) -> bool:
+    """Like Path.exists, but a folder we may not look into simply has nothing in it."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def iter_source(spec: str, include_vendored: bool = False) -> Iterator[Item | Skip]:
@@ -101,7 +120,9 @@ def iter_source(spec: str, include_vendored: bool = False) -> Iterator[Item | Sk
         yield from _iter_folder(spec, Path(spec), include_vendored)
     elif kind == "file":
         path = Path(spec)
-        yield Item(source=spec, repo_name=path.resolve().parent.name, path=path.name, fs_path=str(path))
+        yield Item(
+            source=spec, repo_name=printable(path.resolve().parent.name), path=printable(path.name), fs_path=str(path)
+        )
     else:
         yield from _iter_records(spec, _open_dataset(spec, kind))
 
@@ -109,56 +130,77 @@ def iter_source(spec: str, include_vendored: bool = False) -> Iterator[Item | Sk
 # --- folders -------------------------------------------------------------------------------------------
 
 
-def _is_virtualenv(path: Path) -> bool:
-    return (path / "pyvenv.cfg").is_file()
+def printable(name: str) -> str:
+    """A file name as valid UTF-8 text: undecodable bytes (kept by Python as surrogates) become \\xNN."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+@dataclass
+class _Frame:
+    """One folder being walked: its remaining entries and the repository it belongs to."""
+
+    entries: Iterator[os.DirEntry]
+    rel: str
+    repo_name: str
+    repo_rel: str
+    ancestors: frozenset
 
 
 def _iter_folder(source: str, root: Path, include_vendored: bool) -> Iterator[Item | Skip]:
-    """Walk `.py` files in a stable order; follow symlinks but never into a folder already on the path."""
-    root_name = root.resolve().name or "root"
-    walked: set[tuple[int, int]] = set()
+    """Walk `.py` files in a stable order; follow symlinks but never into a folder already on the path.
 
-    def walk(folder: Path, rel: str, repo_name: str, repo_rel: str, ancestors: frozenset) -> Iterator:
+    Iterative (an explicit stack), so a deeply nested tree cannot exhaust Python's recursion limit.
+    """
+    root_name = printable(root.resolve().name) or "root"
+    walked: set[tuple[int, int]] = set()
+    stack: list[_Frame] = []
+
+    def enter(folder: Path, rel: str, repo_name: str, repo_rel: str, ancestors: frozenset) -> Skip | None:
         try:
             st = folder.stat()
-        except OSError as exc:
-            reason = "symlink loop" if exc.errno == errno.ELOOP else "unreadable"
-            yield Skip(source, rel or ".", reason)
-            return
-        key = (st.st_dev, st.st_ino)
-        if key in ancestors:
-            yield Skip(source, rel, "symlink loop")
-            return
-        if key in walked:  # a second symlink to a folder we already read: same files, skip quietly
-            return
-        walked.add(key)
-        if (folder / ".git").exists():  # a repository: its folder names it, paths start at its top
-            repo_name, repo_rel = (rel or root_name), rel
-        try:
+            key = (st.st_dev, st.st_ino)
+            if key in ancestors:
+                return Skip(source, rel, "symlink loop")
+            if key in walked:  # a second symlink to a folder we already read: same files, skip quietly
+                return None
+            walked.add(key)
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
-            yield Skip(source, rel or ".", "unreadable")
-            return
-        for entry in entries:
-            child_rel = f"{rel}/{entry.name}" if rel else entry.name
-            try:
-                is_dir = entry.is_dir()
-            except OSError as exc:
-                yield Skip(source, child_rel, "symlink loop" if exc.errno == errno.ELOOP else "unreadable")
-                continue
-            if is_dir:
-                if entry.name in _ALWAYS_SKIPPED:
-                    continue
-                child = Path(entry.path)
-                if not include_vendored and (entry.name in _VENDORED or _is_virtualenv(child)):
-                    yield Skip(source, child_rel, "vendored folder")
-                    continue
-                yield from walk(child, child_rel, repo_name, repo_rel, ancestors | {key})
-            elif entry.name.endswith(".py"):
-                in_repo = child_rel[len(repo_rel) + 1 :] if repo_rel else child_rel
-                yield Item(source=source, repo_name=repo_name, path=in_repo, fs_path=entry.path)
+        except OSError as exc:
+            return Skip(source, rel or ".", "symlink loop" if exc.errno == errno.ELOOP else "unreadable")
+        if _exists(folder / ".git"):  # a repository: its folder names it, paths start at its top
+            repo_name, repo_rel = (rel or root_name), rel
+        stack.append(_Frame(iter(entries), rel, repo_name, repo_rel, ancestors | {key}))
+        return None
 
-    yield from walk(root, "", root_name, "", frozenset())
+    first = enter(root, "", root_name, "", frozenset())
+    if first is not None:
+        yield first
+    while stack:
+        frame = stack[-1]
+        entry = next(frame.entries, None)
+        if entry is None:
+            stack.pop()
+            continue
+        name = printable(entry.name)
+        child_rel = f"{frame.rel}/{name}" if frame.rel else name
+        try:
+            is_dir = entry.is_dir()
+        except OSError as exc:
+            yield Skip(source, child_rel, "symlink loop" if exc.errno == errno.ELOOP else "unreadable")
+            continue
+        if is_dir:
+            if entry.name in _ALWAYS_SKIPPED:
+                continue
+            child = Path(entry.path)
+            if not include_vendored and (entry.name in _VENDORED or _exists(child / "pyvenv.cfg")):
+                yield Skip(source, child_rel, "vendored folder")
+                continue
+            skipped = enter(child, child_rel, frame.repo_name, frame.repo_rel, frame.ancestors)
+            if skipped is not None:
+                yield skipped
+        elif entry.name.endswith(".py"):
+            in_repo = child_rel[len(frame.repo_rel) + 1 :] if frame.repo_rel else child_rel
+            yield Item(source=source, repo_name=frame.repo_name, path=in_repo, fs_path=entry.path)
 
 
 def _iter_stdlib() -> Iterator[Item | Skip]:
@@ -187,7 +229,7 @@ def _open_dataset(spec: str, kind: str) -> list[tuple[str, Any]]:
     """Open a dataset source lazily: a list of (split name, Dataset or IterableDataset)."""
     import datasets
 
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its errors come back to us as exceptions
     datasets.disable_progress_bars()
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # retry chatter; the failure is reported below
     try:
@@ -200,6 +242,8 @@ def _open_dataset(spec: str, kind: str) -> list[tuple[str, Any]]:
         else:
             name, _, split = spec[3:].partition("@")
             loaded = datasets.load_dataset(name, split=split or None, streaming=True)
+    except (StopIteration, IndexError):  # what datasets raises for an empty file or saved folder
+        raise PycpilotError(f"source {spec} holds no records") from None
     except Exception as exc:  # datasets raises many types; the user needs one line naming the source
         hint = ""
         if kind == "hub" and ("reach" in str(exc) or "offline" in str(exc).lower()):
@@ -213,6 +257,8 @@ def _open_dataset(spec: str, kind: str) -> list[tuple[str, Any]]:
 def _iter_records(spec: str, splits: list[tuple[str, Any]]) -> Iterator[Item | Skip]:
     for split, ds in splits:
         columns = ds.column_names
+        if columns == []:
+            raise PycpilotError(f"source {spec} (split {split}) holds no records")
         if columns is not None and "content" not in columns:
             raise PycpilotError(f"source {spec} (split {split}) has no 'content' column; it has: {', '.join(columns)}")
         index = 0
@@ -226,8 +272,12 @@ def _iter_records(spec: str, splits: list[tuple[str, Any]]) -> Iterator[Item | S
                     index += 1
         except PycpilotError:
             raise
-        except Exception as exc:
-            raise PycpilotError(f"cannot read dataset source {spec} at record {index}: {_short(exc)}") from None
+        except (StopIteration, IndexError):
+            raise PycpilotError(f"source {spec} (split {split}) holds no records") from None
+        except Exception as exc:  # the failing batch starts at `index`
+            raise PycpilotError(
+                f"cannot read dataset source {spec} in records {index}-{index + _BATCH - 1}: {_short(exc)}"
+            ) from None
 
 
 def _record_item(spec: str, split: str, index: int, row: dict[str, Any]) -> Item | Skip:

@@ -18,8 +18,8 @@ class Split:
 def split_rows(repos: list[str], fraction: float, seed: int) -> Split:
     """Pick whole repositories (seeded) until the valid split holds about `fraction` of the files.
 
-    Repositories too big to fit (more than 1.5x what is still wanted) are passed over; if no mix of
-    repositories comes close, the split falls back to single files and says why.
+    Repositories too big to fit (more than 1.5x what is still wanted) are passed over; if that leaves valid
+    far too small, the smallest repositories are taken anyway. Only a single repository is split by file.
     """
     n = len(repos)
     if fraction <= 0 or n < 2:
@@ -36,15 +36,20 @@ def split_rows(repos: list[str], fraction: float, seed: int) -> Split:
         if taken + counts[repo] <= max(1.5 * target, 1) and len(chosen) + 1 < len(counts):
             chosen.add(repo)
             taken += counts[repo]
-    if len(counts) >= 2 and taken >= 0.5 * target:
+    note = ""
+    if taken < 0.5 * target and len(counts) >= 2:
+        # Every repository is big: take the smallest ones anyway, so no repository is split; valid grows.
+        for repo in sorted(order, key=lambda r: counts[r]):
+            if taken >= target or len(chosen) + 1 >= len(counts):
+                break
+            if repo not in chosen:
+                chosen.add(repo)
+                taken += counts[repo]
+        note = f"; repositories are large, so valid holds {taken} files where {target} were asked"
+    if len(counts) >= 2:
         valid = [i for i, r in enumerate(repos) if r in chosen]
         train = [i for i, r in enumerate(repos) if r not in chosen]
-        return Split(train, valid, "repository", f"{len(chosen)} of {len(counts)} repositories in valid")
-    why = (
-        f"only one repository ({order[0]})"
-        if len(counts) == 1
-        else f"no set of the {len(counts)} repositories comes close to {target} valid files"
-    )
+        return Split(train, valid, "repository", f"{len(chosen)} of {len(counts)} repositories in valid{note}")
     picked = set(random.Random(seed).sample(range(n), target))
     train = [i for i in range(n) if i not in picked]
-    return Split(train, sorted(picked), "file", f"split by file: {why}")
+    return Split(train, sorted(picked), "file", f"split by file: only one repository ({order[0]})")

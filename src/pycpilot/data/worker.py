@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import re
+import signal
 import stat
 import warnings
 from dataclasses import dataclass
@@ -169,6 +170,7 @@ _WORKER: Worker | None = None
 
 def init_worker(cfg: DataConfig) -> None:
     global _WORKER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
     _WORKER = Worker(cfg)
 
 

@@ -147,7 +147,8 @@ def pack_dataset(cfg: PackConfig) -> PackResult:
     """Pack the train and valid splits into blocks; nothing is left at `cfg.out` if anything fails."""
     cfg.validate()
     out = Path(cfg.out)
-    check_output_dir(out.resolve(), cfg.overwrite)
+    inputs = (Path(cfg.data), Path(cfg.tokenizer))
+    check_output_dir(out, cfg.overwrite, "pack", inputs)
     hf = load_tokenizer(cfg.tokenizer)
     ctx = cfg.resolved_context_length()
     limit = getattr(hf, "model_max_length", None)
@@ -173,7 +174,7 @@ def pack_dataset(cfg: PackConfig) -> PackResult:
 
     start = time.perf_counter()
     total_bytes = sum(_split_bytes(dsd[s]) for s in SPLITS)
-    with atomic_output_dir(out, cfg.overwrite) as tmp:
+    with atomic_output_dir(out, cfg.overwrite, "pack", inputs) as tmp:
         bar = tqdm(
             total=total_bytes,
             unit="B",

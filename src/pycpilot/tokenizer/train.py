@@ -126,7 +126,7 @@ def train_tokenizer(cfg: TokenizerConfig) -> TokenizerResult:
     """Train, save and compare; nothing is left at `cfg.out` if anything fails."""
     cfg.validate()
     out = Path(cfg.out)
-    check_output_dir(out.resolve(), cfg.overwrite)
+    check_output_dir(out, cfg.overwrite, "tokenizer", (Path(cfg.data),))
     dsd = load_data_dir(cfg.data)
     train, valid = dsd["train"], dsd["valid"]
     if len(train) == 0:
@@ -136,7 +136,7 @@ def train_tokenizer(cfg: TokenizerConfig) -> TokenizerResult:
     vocab_size = cfg.resolved_vocab_size()
     log = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, flush=True))
 
-    with atomic_output_dir(out, cfg.overwrite) as tmp:
+    with atomic_output_dir(out, cfg.overwrite, "tokenizer", (Path(cfg.data),)) as tmp:
         start = time.perf_counter()
         log(f"tokenizer: training a byte-level BPE, vocabulary {vocab_size:,}, on {len(train):,} files")
         hf = (
