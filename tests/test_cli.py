@@ -159,3 +159,47 @@ def test_worker_pool_is_stopped_on_error(tmp_path: Path, monkeypatch, capsys) ->
     ps = subprocess.run(["ps", "-o", "args=", "--ppid", str(os.getpid())], capture_output=True, text=True).stdout
     workers = [line for line in ps.splitlines() if "spawn_main" in line]  # the resource tracker may stay
     assert workers == []
+
+
+@pytest.mark.parametrize(("command", "config"), [("tokenizer", "TokenizerConfig"), ("pack", "PackConfig")])
+def test_stage_help_lists_every_setting(command: str, config: str) -> None:
+    import pycpilot.pack.config
+    import pycpilot.tokenizer.config
+
+    cls = getattr(pycpilot.tokenizer.config, config, None) or getattr(pycpilot.pack.config, config)
+    text = _run(command, "--help").stdout
+    for name in cls.__dataclass_fields__:
+        assert f"--{name.replace('_', '-')}" in text or name == "quiet", (command, name)
+
+
+def test_tokenizer_and_pack_from_the_command_line(tmp_path: Path, capsys) -> None:
+    for i in range(12):
+        write(tmp_path / "src" / f"m{i}.py", good_code(f"cli{i}", extra=i))
+    data, tok, packed = (str(tmp_path / n) for n in ("data", "tok", "packed"))
+    assert (
+        main(
+            [
+                "data",
+                "--source",
+                str(tmp_path / "src"),
+                "--out",
+                data,
+                "--num-proc",
+                "1",
+                "-q",
+                "--valid-fraction",
+                "0.2",
+            ]
+        )
+        == 0
+    )
+    assert main(["tokenizer", "--data", data, "--out", tok, "--vocab-size", "320"]) == 0
+    out = capsys.readouterr().out
+    assert "add_numbers, new tokenizer:" in out and "valid tokens per byte: ours" in out
+    assert main(["pack", "--data", data, "--tokenizer", tok, "--out", packed, "--context-length", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "pack train:" in out and "blocks of 16" in out
+    assert main(["pack", "--data", data, "--tokenizer", tok, "--out", packed, "--context-length", "16"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["pack", "--data", data, "--tokenizer", tok, "--out", data, "--overwrite"]) == 2
+    assert "would replace the input" in capsys.readouterr().err
