@@ -69,8 +69,14 @@ def test_deeply_nested_folders_do_not_exhaust_recursion(tmp_path: Path, cfg_for)
         path = path / "d"
         path.mkdir()
     (path / "bottom.py").write_text(good_code("bottom"))
-    m = build_dataset(cfg_for(deep, valid_fraction=0.0)).manifest
-    assert m["kept"]["files"] == 1
+    try:
+        m = build_dataset(cfg_for(deep, valid_fraction=0.0)).manifest
+        assert m["kept"]["files"] == 1
+    finally:  # shutil.rmtree (pytest's clean-up) recurses and would fail on this tree: take it down level by level
+        (path / "bottom.py").unlink()
+        while path != tmp_path:
+            path.rmdir()
+            path = path.parent
 
 
 def test_keywords_and_licenses_ignore_case(tmp_path: Path, cfg_for) -> None:
@@ -131,8 +137,9 @@ def test_failed_run_removes_the_parents_it_made(tmp_path: Path, capsys) -> None:
 def test_ctrl_c_with_workers_running_exits_cleanly(tmp_path: Path) -> None:
     """A real SIGINT to the whole process group, as a terminal sends, while 2 workers clean the stdlib."""
     exe = Path(sys.executable).with_name("pycpilot")
+    # 2,048 MinHash permutations make each file slow enough that the signal always lands mid-run.
     proc = subprocess.Popen(
-        [str(exe), "data", "--out", str(tmp_path / "o"), "--num-proc", "2"],
+        [str(exe), "data", "--out", str(tmp_path / "o"), "--num-proc", "2", "--num-perm", "2048"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
