@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from common import cpu_model
+
 # datasets and datasketch are imported inside the functions that use them: our stage's workers are
 # spawned and re-import this module, and must not pay for imports that only the baselines need.
 
@@ -251,16 +253,6 @@ def baseline_run(baseline: Callable[[list[str], int], tuple[int, int]], num_proc
         return Measure(0.0, kept, removed, sum(os.path.getsize(f) for f in files))
 
     return run
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def mb_s(m: Measure) -> str:

@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from common import cpu_model
+
 # Heavy libraries are imported inside the functions that use them: the data stage's workers are spawned and
 # re-import this module, and must not pay for imports that only the benchmark needs. main() imports them all
 # before the first timed run, so no row pays for an import.
@@ -258,16 +260,6 @@ def peak_rss(root: Path, data: Path, tokenizer: Path, fim_rate: float) -> tuple[
 
 
 # --- reporting ---------------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def split_bytes(data: Path) -> dict[str, int]:
