@@ -288,6 +288,69 @@ def _run_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from pycpilot.presets import PRESETS
+
+    p = sub.add_parser(
+        "train",
+        help="train a GPT-2 from scratch on packed blocks (seed 7.4.4)",
+        description="Train transformers' GPT2LMHeadModel from a preset on a `pycpilot pack` folder, on a CPU or, "
+        "launched with torchrun / accelerate launch, on several GPUs and nodes. Settings come from the preset, "
+        "then --recipe FILE (YAML/JSON), then the options given here. Unset options show (preset).",
+    )
+    io = p.add_argument_group("input and output")
+    io.add_argument("--packed", required=True, type=Path, help="a `pycpilot pack` output folder")
+    io.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the one the pack was made with)")
+    io.add_argument("--out", required=True, type=Path, help="model folder: final model, checkpoints/, metrics")
+    io.add_argument("--preset", choices=list(PRESETS), default=None, help="model and training defaults (tiny)")
+    io.add_argument("--recipe", type=Path, help="YAML or JSON file of settings (names as below, - or _)")
+    io.add_argument("--resume", action="store_true", default=None, help="continue from the newest checkpoint")
+    io.add_argument("--overwrite", action="store_true", default=None, help="start over in an existing --out")
+    io.add_argument("-q", "--quiet", action="store_true", default=None, help="no progress bar or summary")
+    m = p.add_argument_group("model")
+    m.add_argument("--n-layer", type=int, help="transformer blocks (preset)")
+    m.add_argument("--n-head", type=int, help="attention heads (preset)")
+    m.add_argument("--n-embd", type=int, help="width (preset)")
+    m.add_argument("--n-positions", type=int, help="position embeddings (preset's context, at least the block)")
+    m.add_argument("--dropout", type=float, help="dropout everywhere (preset)")
+    o = p.add_argument_group("optimiser and schedule")
+    o.add_argument("--lr", type=float, help="peak learning rate (preset)")
+    o.add_argument("--min-lr-ratio", type=float, help="the cosine ends, and stays, at lr x this (preset)")
+    o.add_argument("--warmup-steps", type=int, help="linear warmup steps (preset)")
+    o.add_argument("--weight-decay", type=float, help="AdamW decay on weight matrices only (preset)")
+    o.add_argument("--beta1", type=float, help="AdamW beta1 (0.9)")
+    o.add_argument("--beta2", type=float, help="AdamW beta2 (preset)")
+    o.add_argument("--grad-clip", type=float, help="clip the gradient norm to this; 0 turns it off (1.0)")
+    b = p.add_argument_group("batch and budget")
+    b.add_argument("--batch-size", type=int, help="blocks per micro-batch per process (preset)")
+    b.add_argument("--grad-accum", type=int, help="micro-batches per optimiser step (1)")
+    b.add_argument("--epochs", type=float, help="passes over the train blocks (preset, unless --max-time/--max-steps)")
+    b.add_argument("--max-steps", type=int, help="optimiser steps; the schedule spans them")
+    b.add_argument("--max-time", help="wall-clock budget such as 6m, 90s or 1h30m; alone, the schedule spans it")
+    b.add_argument("--seed", type=int, help="seed for the initial weights and the data order (42)")
+    e = p.add_argument_group("evaluation, checkpoints, logging")
+    e.add_argument("--eval-every", type=int, help="steps between valid evaluations (200)")
+    e.add_argument("--eval-blocks", type=int, help="valid blocks per evaluation (default: all)")
+    e.add_argument("--save-every", type=int, help="steps between checkpoints (default: only at the end)")
+    e.add_argument("--keep-last", type=int, help="checkpoints kept (3)")
+    e.add_argument("--log-every", type=int, help="steps between metric lines (10)")
+    sp = p.add_argument_group("speed and memory")
+    sp.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (~30 s first)")
+    sp.add_argument("--grad-checkpointing", action="store_true", default=None, help="recompute activations")
+    sp.add_argument("--loss-chunk", type=int, help="tokens per chunk of the fused output layer + loss (2048)")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from pycpilot.train import TrainConfig, train
+    from pycpilot.train.config import load_recipe
+
+    values = load_recipe(args.recipe) if args.recipe else {}
+    values.update({k: v for k, v in _fields(TrainConfig, args).items() if v is not None})
+    train(TrainConfig(**values))
+    return 0
+
+
 def _fields(config_cls: type, args: argparse.Namespace) -> dict:
     """The parsed options that are fields of `config_cls`."""
     names = config_cls.__dataclass_fields__  # type: ignore[attr-defined]
@@ -305,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_tokenizer(sub)
     _add_pack(sub)
+    _add_train(sub)
     return parser
 
 

@@ -1,0 +1,421 @@
+"""`pycpilot train`: GPT-2 from scratch on packed blocks (seed 7.4.4), top to bottom.
+
+Setup (inputs, model, optimiser, resume) -> for each step: the step's blocks, forward/backward per
+micro-batch, clip, step, schedule -> log / evaluate / checkpoint -> final model, plot, manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from pycpilot.errors import PycpilotError
+from pycpilot.manifest import MANIFEST, base_manifest, check_output_dir, write_json_atomic
+from pycpilot.pack.reader import PackedDataset, read_pack_manifest
+from pycpilot.tokenizer.load import load_tokenizer, tokenizer_hash
+from pycpilot.train import checkpoint as ckpt
+from pycpilot.train.config import TrainConfig
+from pycpilot.train.loss import FusedLossLM
+from pycpilot.train.metrics import MetricsLog, plot_losses
+from pycpilot.train.model import available_memory_gib, build_model, estimate_memory, gpt2_config
+from pycpilot.train.optim import lr_factor, lr_factor_by_time, make_optimizer
+from pycpilot.train.order import BatchOrder, Position
+from pycpilot.train.runtime import Runtime, autocast, flops_per_token, grad_scaler, peak_flops
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    manifest: dict[str, Any]
+
+
+@dataclass
+class _State:
+    step: int = 0
+    position: Position = field(default_factory=Position)
+    tokens: int = 0
+    elapsed: float = 0.0  # seconds of training before this process started (resume)
+
+
+class _StopFlag:
+    """First Ctrl-C: finish the step, save, exit. Second: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _prepare_out(cfg: TrainConfig, out: Path, rt: Runtime) -> None:
+    has_checkpoints = bool(ckpt.sealed_checkpoints(out / "checkpoints"))
+    if cfg.resume:
+        if not has_checkpoints:
+            raise PycpilotError(f"--resume: {out} has no complete checkpoint to continue from")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not cfg.overwrite:
+            hint = " (--resume continues it)" if has_checkpoints else ""
+            raise PycpilotError(f"output {out} already exists{hint}; pass --overwrite to start over")
+        check_output_dir(out, True, "train", (Path(cfg.packed),))
+    rt.barrier()
+    if rt.main:
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+    rt.barrier()
+
+
+def _inputs(cfg: TrainConfig) -> tuple[dict, PackedDataset, PackedDataset, Any]:
+    pack = read_pack_manifest(cfg.packed)
+    train_ds, valid_ds = PackedDataset(cfg.packed, "train"), PackedDataset(cfg.packed, "valid")
+    tok_dir = Path(cfg.tokenizer or pack.get("tokenizer", {}).get("path", ""))
+    tokenizer = load_tokenizer(tok_dir)
+    packed_with = pack.get("tokenizer", {}).get("sha256")
+    if packed_with and tokenizer_hash(tok_dir) != packed_with:
+        raise PycpilotError(f"tokenizer {tok_dir} is not the one {cfg.packed} was packed with (hashes differ)")
+    return pack, train_ds, valid_ds, tokenizer
+
+
+def _evaluate(model: FusedLossLM, valid: PackedDataset, batch: int, limit: int | None, rt: Runtime) -> float:
+    """Mean next-token loss over the valid blocks (all, or the first `limit`), shared out across ranks."""
+    n = len(valid) if limit is None else min(limit, len(valid))
+    mine = list(range(rt.rank, n, rt.world))
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=rt.device)
+    with torch.no_grad(), autocast(rt.device):
+        for start in range(0, len(mine), batch):
+            idx = mine[start : start + batch]
+            x = torch.stack([valid[i] for i in idx]).to(rt.device)
+            total += torch.tensor([model(x).double().item() * len(idx), len(idx)], device=rt.device)
+    model.train()
+    total = rt.all_sum(total)
+    return float(total[0] / total[1]) if total[1] > 0 else float("nan")
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume) into `cfg.out`; see the module docstring for the shape of it."""
+    from transformers.utils import logging as hf_logging
+
+    cfg.validate()
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars at every checkpoint
+    hf_logging.set_verbosity_error()
+    rt = Runtime.from_env()
+    try:
+        return _train(cfg, rt)
+    finally:
+        rt.close()
+
+
+def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
+    out = Path(cfg.out).resolve()
+    pack, train_ds, valid_ds, tokenizer = _inputs(cfg)
+    block = int(pack["context_length"])
+    model_config = gpt2_config(cfg, tokenizer, block)
+    batch, accum = cfg.resolved("batch_size"), cfg.grad_accum
+    order = BatchOrder(len(train_ds), batch, accum, rt.world, rt.rank, cfg.seed)
+    if order.steps_per_epoch < 1:
+        raise PycpilotError(
+            f"{cfg.packed} has {len(train_ds)} train blocks, fewer than one global batch of {order.global_batch}"
+        )
+    estimate = estimate_memory(model_config, batch, block, cfg.loss_chunk, cfg.grad_checkpointing)
+    free = available_memory_gib(rt.device)
+    if free is not None and estimate.total_gib > 0.9 * free:
+        raise PycpilotError(
+            f"preset {cfg.preset} at batch {batch} x {block} needs about {estimate.total_gib:.1f} GiB "
+            f"({estimate.params / 1e6:.0f}M parameters) but {free:.1f} GiB is free: lower --batch-size "
+            f"(and raise --grad-accum) or add --grad-checkpointing"
+        )
+    _prepare_out(cfg, out, rt)
+    log = (lambda *a: None) if (cfg.quiet or not rt.main) else (lambda *a: print(*a, flush=True))
+
+    # Model, optimiser, budget.
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_config, cfg.grad_checkpointing).to(rt.device)
+    params = sum(p.numel() for p in model.parameters())
+    lossy = FusedLossLM(model, cfg.loss_chunk)
+    step_fn: torch.nn.Module = lossy
+    if cfg.compile:
+        step_fn = torch.compile(lossy)
+    if rt.world > 1:
+        step_fn = torch.nn.parallel.DistributedDataParallel(
+            step_fn, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None
+        )
+    peak_lr = cfg.resolved("lr")
+    optimizer = make_optimizer(
+        model, peak_lr, cfg.resolved("weight_decay"), (cfg.beta1, cfg.resolved("beta2")), rt.device
+    )
+    scaler = grad_scaler(rt.device)
+    budget = cfg.budget_seconds()
+    epochs = (
+        cfg.epochs if cfg.epochs is not None else (None if budget and not cfg.max_steps else cfg.preset_values().epochs)
+    )
+    total_steps = cfg.max_steps or (math.ceil(epochs * order.steps_per_epoch) if epochs else None)
+    warmup, min_ratio = cfg.resolved("warmup_steps"), cfg.resolved("min_lr_ratio")
+    tokens_per_step = order.global_batch * block
+    tpb = pack["splits"]["valid"]["tokens"] / max(pack["splits"]["valid"]["bytes"], 1)
+
+    state = _State()
+    if cfg.resume:
+        state = _resume(out, model, optimizer, model_config, log)
+    if rt.main:
+        _write_manifest(out, cfg, pack, model_config, params, state, status="running", extra={})
+    metrics = MetricsLog(out, enabled=rt.main)
+    log(
+        f"train: GPT-2 {model_config.n_layer}x{model_config.n_embd}, {params / 1e6:.1f}M parameters, "
+        f"{len(train_ds):,} blocks of {block}, global batch {order.global_batch} on {rt.world} x {rt.device.type}, "
+        f"{'up to ' + str(total_steps) + ' steps' if total_steps else ''}"
+        f"{' within ' + cfg.max_time if budget else ''}; about {estimate.total_gib:.1f} GiB"
+    )
+
+    flop_peak = peak_flops(rt.device)
+    fpt = flops_per_token(params, model_config.n_layer, model_config.n_embd, block)
+    bar = tqdm(
+        total=total_steps,
+        initial=state.step,
+        desc="train",
+        unit="step",
+        disable=cfg.quiet or not rt.main,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    start = time.perf_counter()
+    last_log = (start, state.tokens)
+    valid_loss = math.nan
+    stopped_by = "budget"
+    with _StopFlag() as stop:
+        while True:
+            elapsed = state.elapsed + time.perf_counter() - start
+            if total_steps is not None and state.step >= total_steps:
+                break
+            if rt.any_true(budget is not None and elapsed >= budget):
+                break
+            if rt.any_true(stop.requested):
+                stopped_by = "interrupt"
+                break
+            # The schedule runs on steps, or on the clock when only a time budget is set.
+            if total_steps:
+                lr = peak_lr * lr_factor(state.step, warmup, total_steps, min_ratio)
+            else:
+                lr = peak_lr * lr_factor_by_time(state.step, warmup, elapsed / budget, min_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            micro = order.micro_batches(state.position)
+            step_loss = torch.zeros((), device=rt.device)
+            for i, idx in enumerate(micro):
+                x = torch.stack([train_ds[int(j)] for j in idx]).to(rt.device, non_blocking=True)
+                sync = rt.world == 1 or i == len(micro) - 1
+                ctx = step_fn.no_sync() if not sync else contextlib.nullcontext()  # no all-reduce mid-accumulation
+                with ctx, autocast(rt.device):
+                    loss = step_fn(x) / len(micro)
+                scaler.scale(loss).backward()
+                step_loss += loss.detach()
+            step_loss = rt.all_mean(step_loss)
+            value = float(step_loss)
+            if not math.isfinite(value):
+                last = ckpt.sealed_checkpoints(out / "checkpoints")
+                kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was saved yet"
+                raise PycpilotError(
+                    f"the loss became {value} at step {state.step + 1}: stopped; {kept} "
+                    f"(try a lower --lr or --grad-clip)"
+                )
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.position = order.advance(state.position)
+            state.tokens += tokens_per_step
+
+            if state.step % cfg.log_every == 0 or state.step == 1:
+                now = time.perf_counter()
+                tok_s = (state.tokens - last_log[1]) / max(now - last_log[0], 1e-9)
+                last_log = (now, state.tokens)
+                row = {
+                    "loss": value,
+                    "lr": lr,
+                    "tokens": state.tokens,
+                    "tokens_per_s": round(tok_s, 1),
+                    "epoch": state.position.epoch + state.position.step_in_epoch / order.steps_per_epoch,
+                }
+                if flop_peak:
+                    row["mfu"] = round(tok_s * fpt / flop_peak / rt.world, 4)
+                metrics.write("train", state.step, **row)
+                if total_steps is None and budget:
+                    bar.total = max(state.step, int(state.step / max(elapsed, 1e-9) * budget))
+                bar.set_postfix_str(
+                    f"loss {value:.3f} lr {lr:.2e} {tok_s:,.0f} tok/s" + (f" mfu {row['mfu']:.0%}" if flop_peak else "")
+                )
+            bar.update(1)
+            if state.step % cfg.eval_every == 0:
+                valid_loss = _log_eval(lossy, valid_ds, batch, cfg.eval_blocks, rt, metrics, state.step, tpb)
+            if cfg.save_every and state.step % cfg.save_every == 0:
+                _save(out, state, model, tokenizer, optimizer, cfg, rt, time.perf_counter() - start)
+    bar.close()
+
+    # The end: a last evaluation and checkpoint, the final model at the top of `out`, the plot, the manifest.
+    train_seconds = time.perf_counter() - start
+    valid_loss = _log_eval(lossy, valid_ds, batch, cfg.eval_blocks, rt, metrics, state.step, tpb)
+    _save(out, state, model, tokenizer, optimizer, cfg, rt, train_seconds)
+    metrics.close()
+    summary = {
+        "stopped_by": stopped_by
+        if stopped_by == "interrupt"
+        else ("steps" if total_steps and state.step >= total_steps else "time"),
+        "steps": state.step,
+        "tokens": state.tokens,
+        "train_seconds": round(state.elapsed + train_seconds, 2),
+        "tokens_per_s": round(state.tokens / max(state.elapsed + train_seconds, 1e-9), 1),
+        "valid_loss": valid_loss,
+        "valid_perplexity": math.exp(min(valid_loss, 50)),
+        "valid_bpb": valid_loss / math.log(2) * tpb,
+    }
+    if rt.main:
+        _export_final(out, model, tokenizer)
+        plot_losses(
+            out / "metrics.jsonl",
+            out / "loss.png",
+            f"{cfg.preset}: {model_config.n_layer}x{model_config.n_embd}, valid bpb {summary['valid_bpb']:.3f}",
+        )
+        manifest = _write_manifest(out, cfg, pack, model_config, params, state, status="done", extra=summary)
+    else:
+        manifest = {}
+    rt.barrier()
+    if stopped_by == "interrupt":
+        log(f"train: interrupted at step {state.step}; checkpoint saved; continue with --resume")
+    log(
+        f"train: {state.step} steps, {state.tokens:,} tokens in {summary['train_seconds']:.0f} s "
+        f"({summary['tokens_per_s']:,.0f} tok/s); valid loss {valid_loss:.4f}, perplexity "
+        f"{summary['valid_perplexity']:.2f}, {summary['valid_bpb']:.3f} bits per byte -> {out} (loss curve: "
+        f"{out / 'loss.png'})"
+    )
+    if stopped_by == "interrupt":
+        raise KeyboardInterrupt
+    return TrainResult(out=out, manifest=manifest)
+
+
+def _log_eval(
+    model: FusedLossLM,
+    valid: PackedDataset,
+    batch: int,
+    limit: int | None,
+    rt: Runtime,
+    metrics: MetricsLog,
+    step: int,
+    tokens_per_byte: float,
+) -> float:
+    loss = _evaluate(model, valid, batch, limit, rt)
+    metrics.write("eval", step, loss=loss, perplexity=math.exp(min(loss, 50)), bpb=loss / math.log(2) * tokens_per_byte)
+    return loss
+
+
+def _save(
+    out: Path, state: _State, model: Any, tokenizer: Any, optimizer: Any, cfg: TrainConfig, rt: Runtime, seconds: float
+) -> None:
+    if rt.main:
+        trainer_state = {
+            "step": state.step,
+            "position": [state.position.epoch, state.position.step_in_epoch],
+            "tokens": state.tokens,
+            "elapsed": state.elapsed + seconds,
+            "optimizer": optimizer.state_dict(),
+            "rng": ckpt.rng_state(),
+        }
+        ckpt.save_checkpoint(out / "checkpoints", state.step, model, tokenizer, trainer_state, cfg.keep_last)
+    rt.barrier()
+
+
+def _resume(out: Path, model: Any, optimizer: Any, model_config: Any, log: Any) -> _State:
+    from safetensors.torch import load_file
+
+    path = ckpt.sealed_checkpoints(out / "checkpoints")[-1]
+    ckpt.verify(path, model_config)
+    saved = ckpt.load_state(path)
+    weights = load_file(str(path / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
+        raise PycpilotError(
+            f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    model.tie_weights()
+    optimizer.load_state_dict(saved["optimizer"])
+    ckpt.set_rng_state(saved["rng"])
+    log(f"train: resuming from {path.name} (step {saved['step']})")
+    epoch, in_epoch = saved["position"]
+    return _State(
+        step=saved["step"], position=Position(epoch, in_epoch), tokens=saved["tokens"], elapsed=saved["elapsed"]
+    )
+
+
+def _export_final(out: Path, model: Any, tokenizer: Any) -> None:
+    """The final model and tokenizer at the top of `out`, written aside and moved in file by file."""
+    import os
+    import shutil
+
+    tmp = out / f".final.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+
+
+def _write_manifest(
+    out: Path, cfg: TrainConfig, pack: dict, model_config: Any, params: int, state: _State, status: str, extra: dict
+) -> dict:
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+    manifest = base_manifest("train", config)
+    manifest.update(
+        {
+            "status": status,
+            "preset": asdict(cfg.preset_values()),
+            "model": {
+                k: getattr(model_config, k)
+                for k in ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd", "resid_pdrop")
+            }
+            | {"parameters": params},
+            "packed": {
+                "path": str(cfg.packed),
+                "context_length": pack["context_length"],
+                "tokenizer_sha256": pack.get("tokenizer", {}).get("sha256"),
+                "data_sha256": pack.get("data", {}).get("content_sha256"),
+            },
+            "checkpoints": [p.name for p in ckpt.sealed_checkpoints(out / "checkpoints")],
+            "result": extra,
+        }
+    )
+    write_json_atomic(out / MANIFEST, manifest)
+    return manifest
+
+
+def read_summary(out: Path) -> dict:
+    return json.loads((out / MANIFEST).read_text()).get("result", {})

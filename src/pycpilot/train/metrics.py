@@ -1,0 +1,76 @@
+"""Where the numbers go: JSON Lines, TensorBoard event files, and a PNG of the loss curves at the end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Appends one JSON object per event to metrics.jsonl and mirrors scalars to TensorBoard (rank 0 only)."""
+
+    def __init__(self, folder: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = folder / "metrics.jsonl"
+        self._tb = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(folder / "tensorboard"))
+
+    def write(self, kind: str, step: int, **values: Any) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
+        assert self._tb is not None
+        for key, value in values.items():
+            if isinstance(value, int | float) and math.isfinite(value):
+                self._tb.add_scalar(f"{kind}/{key}", value, step)
+        self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by a crash
+    return rows
+
+
+def plot_losses(metrics: Path, out_png: Path, title: str) -> None:
+    """Train and valid loss against step (and valid bits per byte on a second axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics)
+    train = [(r["step"], r["loss"]) for r in rows if r["kind"] == "train"]
+    valid = [(r["step"], r["loss"], r.get("bpb")) for r in rows if r["kind"] == "eval"]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss", color="tab:blue", linewidth=1)
+    if valid:
+        steps, losses, _ = zip(*valid, strict=True)
+        ax.plot(steps, losses, "o-", label="valid loss", color="tab:orange")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    ax.set_title(title)
+    fig.tight_layout()
+    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(out_png)

@@ -1,0 +1,269 @@
+"""Training: decay groups, the schedule's floor, exact resume after kill -9, 2 processes = 1, guards."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pycpilot.data import DataConfig, build_dataset
+from pycpilot.errors import PycpilotError
+from pycpilot.pack import PackConfig, pack_dataset
+from pycpilot.tokenizer import TokenizerConfig, train_tokenizer
+from pycpilot.train import TrainConfig, train
+from pycpilot.train.checkpoint import sealed_checkpoints
+from pycpilot.train.config import load_recipe, parse_duration
+from pycpilot.train.metrics import read_metrics
+from pycpilot.train.optim import lr_factor, param_groups
+
+from conftest import good_code, write
+
+TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--n-positions", "32", "--batch-size", "2"]
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tcorpus")
+    for r in range(4):
+        (root / f"repo{r}" / ".git").mkdir(parents=True)
+        for f in range(6):
+            write(root / f"repo{r}" / f"m{f}.py", good_code(f"t{r}x{f}", extra=f))
+    data, tok, out = root.parent / "tdata", root.parent / "ttok", root.parent / "tpacked"
+    build_dataset(DataConfig(out=data, sources=[str(root)], num_proc=1, quiet=True, valid_fraction=0.25))
+    train_tokenizer(TokenizerConfig(data=data, out=tok, vocab_size=320, quiet=True, compare="none"))
+    pack_dataset(PackConfig(data=data, tokenizer=tok, out=out, context_length=32, quiet=True))
+    return out
+
+
+def _cli(*args: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("pycpilot")), *args]
+
+
+def _losses(out: Path) -> dict[int, float]:
+    """Step -> train loss; a resumed run's rows replace the killed run's for the same step."""
+    return {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"}
+
+
+def _cfg(packed: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(n_layer=2, n_head=2, n_embd=32, n_positions=32, batch_size=2, quiet=True, eval_every=1000, log_every=1)
+    return TrainConfig(packed=packed, out=out, **{**base, **kw})
+
+
+def test_weight_decay_only_on_matrices() -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=100, n_positions=16, n_layer=2, n_head=2, n_embd=8))
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    kept = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert "transformer.wte.weight" in decayed and "transformer.h.0.attn.c_attn.weight" in decayed
+    assert all(".ln_" in n or n.endswith(".bias") for n in kept)
+    assert {"transformer.ln_f.weight", "transformer.h.1.ln_2.bias", "transformer.h.0.mlp.c_fc.bias"} <= kept
+    assert len(decayed) + len(kept) == len({id(p) for p in model.parameters()})  # tied lm_head counted once
+
+
+def test_schedule_warms_up_decays_and_holds_its_floor() -> None:
+    f = [lr_factor(s, warmup=10, total=100, min_ratio=0.1) for s in range(300)]
+    assert f[0] < f[5] < f[9] <= 1.0
+    assert max(f) == pytest.approx(1.0, abs=1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(f[10:101]))  # never climbs while decaying
+    assert f[100] == pytest.approx(0.1) and set(f[100:]) == {f[100]}  # holds the floor after the last step
+
+
+def test_durations_and_recipes(tmp_path: Path) -> None:
+    assert parse_duration("6m") == 360 and parse_duration("1h30m") == 5400 and parse_duration("90s") == 90
+    with pytest.raises(PycpilotError, match="not a duration"):
+        parse_duration("six minutes")
+    write(tmp_path / "r.yaml", "lr: 3e-3\nbatch-size: 8\nmax_time: 6m\n")
+    assert load_recipe(tmp_path / "r.yaml") == {"lr": 0.003, "batch_size": 8, "max_time": "6m"}
+    write(tmp_path / "bad.yaml", "lr: [1, 2\n")
+    with pytest.raises(PycpilotError, match=r"recipe .*bad.yaml is malformed"):
+        load_recipe(tmp_path / "bad.yaml")
+    write(tmp_path / "odd.json", '{"learning_rate": 1}')
+    with pytest.raises(PycpilotError, match="unknown setting 'learning_rate'"):
+        load_recipe(tmp_path / "odd.json")
+    write(tmp_path / "typed.yaml", "batch_size: lots\n")
+    with pytest.raises(PycpilotError, match="batch_size must be int"):
+        load_recipe(tmp_path / "typed.yaml")
+
+
+def test_a_short_run_leaves_a_loadable_model_metrics_and_plot(packed: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result = train(_cfg(packed, tmp_path / "m", max_steps=6, eval_every=3, save_every=3, lr=1e-2, warmup_steps=1))
+    out = result.out
+    assert AutoModelForCausalLM.from_pretrained(str(out)).config.n_layer == 2
+    assert len(AutoTokenizer.from_pretrained(str(out))) == 320
+    ckpts = sealed_checkpoints(out / "checkpoints")
+    assert [p.name for p in ckpts] == ["step-0000003", "step-0000006"]
+    assert AutoModelForCausalLM.from_pretrained(str(ckpts[0])).config.n_embd == 32
+    rows = read_metrics(out / "metrics.jsonl")
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [3, 6, 6]
+    assert all(math.isfinite(r["bpb"]) and r["perplexity"] == pytest.approx(math.exp(r["loss"])) for r in evals)
+    losses = _losses(out)
+    assert losses[6] < losses[1]  # it learns
+    assert (out / "loss.png").stat().st_size > 5000 and list((out / "tensorboard").iterdir())
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "done" and m["result"]["steps"] == 6 and m["model"]["n_layer"] == 2
+
+
+def test_resume_after_kill_9_matches_an_uninterrupted_run(packed: Path, tmp_path: Path) -> None:
+    common = [
+        "train",
+        "--packed",
+        str(packed),
+        *TINY,
+        "--max-steps",
+        "14",
+        "--save-every",
+        "2",
+        "--log-every",
+        "1",
+        "--eval-every",
+        "1000",
+        "--dropout",
+        "0.1",
+        "--lr",
+        "5e-3",
+        "--warmup-steps",
+        "2",
+        "-q",
+    ]
+    straight = tmp_path / "straight"
+    subprocess.run(_cli(*common, "--out", str(straight)), check=True, timeout=300)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(*common, "--out", str(killed)))
+    deadline = time.monotonic() + 120
+    while not any(p.name >= "step-0000006" for p in sealed_checkpoints(killed / "checkpoints")):
+        assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads((killed / "manifest.json").read_text())["status"] == "running"
+    subprocess.run(_cli(*common, "--out", str(killed), "--resume"), check=True, timeout=300)
+    a, b = _losses(straight), _losses(killed)
+    assert sorted(a) == sorted(b) == list(range(1, 15))
+    for step in a:
+        assert b[step] == pytest.approx(a[step], abs=1e-6), step
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_with_the_same_global_batch(packed: Path, tmp_path: Path) -> None:
+    common = [
+        "train",
+        "--packed",
+        str(packed),
+        "--n-layer",
+        "2",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "32",
+        "--n-positions",
+        "32",
+        "--max-steps",
+        "5",
+        "--log-every",
+        "1",
+        "--eval-every",
+        "5",
+        "-q",
+        "--lr",
+        "5e-3",
+        "--warmup-steps",
+        "1",
+    ]
+    one = tmp_path / "one"
+    subprocess.run(_cli(*common, "--batch-size", "4", "--out", str(one)), check=True, timeout=300)
+    two = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+        str(Path(sys.executable).with_name("pycpilot")),
+    ]
+    subprocess.run([*launcher, *common, "--batch-size", "2", "--out", str(two)], check=True, timeout=300, env=env)
+    a, b = _losses(one), _losses(two)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5]
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5), step
+    ea = [r["loss"] for r in read_metrics(one / "metrics.jsonl") if r["kind"] == "eval"]
+    eb = [r["loss"] for r in read_metrics(two / "metrics.jsonl") if r["kind"] == "eval"]
+    assert eb == pytest.approx(ea, rel=1e-5)
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(packed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "nan"
+    with pytest.raises(
+        PycpilotError, match=r"the loss became (nan|inf) at step \d+: stopped; the last good checkpoint"
+    ):
+        train(_cfg(packed, out, max_steps=200, save_every=1, lr=1e6, grad_clip=0, warmup_steps=0))
+    last = sealed_checkpoints(out / "checkpoints")[-1]
+    weights = __import__("safetensors.torch").torch.load_file(str(last / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_damaged_or_foreign_checkpoints_are_refused(packed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    train(_cfg(packed, out, max_steps=2, save_every=1))
+    last = sealed_checkpoints(out / "checkpoints")[-1]
+    with pytest.raises(PycpilotError, match=r"is from another model .*n_embd 32 vs 64"):
+        train(_cfg(packed, out, max_steps=4, resume=True, n_embd=64))
+    state = last / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(PycpilotError, match=r"is truncated: trainer_state.pt has 100 of \d+ bytes"):
+        train(_cfg(packed, out, max_steps=4, resume=True))
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"n_positions": 16}, "the packed blocks hold 32 tokens but the model has 16 positions"),
+        ({"batch_size": 100_000}, "fewer than one global batch"),
+        (
+            {"preset": "large", "n_positions": None, "n_layer": 200, "n_head": 20, "n_embd": 1280},
+            r"needs about .* GiB \(\d+M parameters\) but .* GiB is free: lower --batch-size",
+        ),
+        ({"max_time": "soon"}, "is not a duration"),
+        ({"n_embd": 30, "n_head": 4}, "--n-embd must be a multiple of --n-head"),
+    ],
+)
+def test_bad_settings_fail_before_any_work(kw: dict, message: str, packed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bad"
+    with pytest.raises(PycpilotError, match=message):
+        train(_cfg(packed, out, max_steps=2, **kw))
+    assert not out.exists()
+
+
+def test_existing_output_needs_resume_or_overwrite(packed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    train(_cfg(packed, out, max_steps=1, save_every=1))
+    with pytest.raises(PycpilotError, match=r"already exists \(--resume continues it\)"):
+        train(_cfg(packed, out, max_steps=2))
+    train(_cfg(packed, out, max_steps=2, resume=True))
+    assert json.loads((out / "manifest.json").read_text())["result"]["steps"] == 2
+    train(_cfg(packed, out, max_steps=1, overwrite=True))
+    assert json.loads((out / "manifest.json").read_text())["result"]["steps"] == 1
