@@ -31,6 +31,7 @@ test: lint
 bench: install
 	$(BIN)/python bench/bench_data.py
 	$(BIN)/python bench/bench_tokenizer_pack.py
+	$(BIN)/python bench/bench_train.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

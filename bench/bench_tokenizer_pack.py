@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from common import cpu_model
+from common import LAUNCHER, cpu_model
 
 # Heavy libraries are imported inside the functions that use them: the data stage's workers are spawned and
 # re-import this module, and must not pay for imports that only the benchmark needs. main() imports them all
@@ -227,20 +227,6 @@ def check_exact(packed: Path, data: Path, tokenizer: Path, eos_id: int) -> tuple
 
 
 # --- 4. peak memory ----------------------------------------------------------------------------------------
-
-
-# A child's ru_maxrss starts from the RSS of the process that forked it (Linux carries the old memory's high-water
-# mark over exec), so a child of this benchmark, which holds over 1 GiB by now, would report this process's peak.
-# This launcher, a bare interpreter of ~10 MiB, starts the command, waits for it with wait4 and prints the
-# command's own ru_maxrss (KiB on Linux) and wall seconds.
-LAUNCHER = """
-import os, subprocess, sys, time
-start = time.perf_counter()
-proc = subprocess.Popen(sys.argv[1:])
-_, status, usage = os.wait4(proc.pid, 0)
-proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
-print(proc.returncode, usage.ru_maxrss, time.perf_counter() - start)
-"""
 
 
 def peak_rss(root: Path, data: Path, tokenizer: Path, fim_rate: float) -> tuple[float, float]:

@@ -267,3 +267,39 @@ def test_existing_output_needs_resume_or_overwrite(packed: Path, tmp_path: Path)
     assert json.loads((out / "manifest.json").read_text())["result"]["steps"] == 2
     train(_cfg(packed, out, max_steps=1, overwrite=True))
     assert json.loads((out / "manifest.json").read_text())["result"]["steps"] == 1
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues(packed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "int"
+    args = [
+        "train",
+        "--packed",
+        str(packed),
+        *TINY,
+        "--max-steps",
+        "100000",
+        "--log-every",
+        "1",
+        "--eval-every",
+        "100000",
+        "-q",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(_cli(*args), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(_losses(out)) < 3:
+        assert time.monotonic() < deadline and proc.poll() is None, "training did not start"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    saved = sealed_checkpoints(out / "checkpoints")
+    assert len(saved) == 1
+    step = int(saved[0].name.split("-")[1])
+    assert step >= 3
+    subprocess.run(
+        _cli(*args[:-2], "--out", str(out), "--resume", "--max-steps", str(step + 2)), check=True, timeout=300
+    )
+    assert max(_losses(out)) == step + 2

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pycpilot import __version__
-from pycpilot.errors import PycpilotError
+from pycpilot.errors import Interrupted, PycpilotError
 
 
 def _csv(text: str) -> list[str]:
@@ -379,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         command = f"pycpilot {args.command}"
         return args.run(args)
+    except Interrupted as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return 130
     except PycpilotError as exc:
         print(f"{command}: error: {exc}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from pycpilot.errors import PycpilotError
+from pycpilot.errors import Interrupted, PycpilotError
 from pycpilot.manifest import MANIFEST, base_manifest, check_output_dir, write_json_atomic
 from pycpilot.pack.reader import PackedDataset, read_pack_manifest
 from pycpilot.tokenizer.load import load_tokenizer, tokenizer_hash
@@ -309,8 +309,6 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     else:
         manifest = {}
     rt.barrier()
-    if stopped_by == "interrupt":
-        log(f"train: interrupted at step {state.step}; checkpoint saved; continue with --resume")
     log(
         f"train: {state.step} steps, {state.tokens:,} tokens in {summary['train_seconds']:.0f} s "
         f"({summary['tokens_per_s']:,.0f} tok/s); valid loss {valid_loss:.4f}, perplexity "
@@ -318,7 +316,9 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
         f"{out / 'loss.png'})"
     )
     if stopped_by == "interrupt":
-        raise KeyboardInterrupt
+        raise Interrupted(
+            f"interrupted at step {state.step}; checkpoint saved in {out / 'checkpoints'}; continue with --resume"
+        )
     return TrainResult(out=out, manifest=manifest)
 
 

@@ -3,7 +3,7 @@
 The plain way materialises batch x context x vocabulary logits (537 MB for 8 x 512 x 32,768 in fp32), their
 log-softmax and their gradient. Here each chunk's logits are made, turned into the loss and the gradients of
 the hidden states and of the output matrix right away, and dropped: much less memory, and ~20% faster on a
-CPU (measured 1,907 vs 1,636 tokens/s for a 4 x 256 GPT-2 with a 32,768 vocabulary).
+CPU (measured 1,907 vs 1,636 tokens/s for a 4 x 256 GPT-2 with a 32,768 vocabulary, batch 8 x 512).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         for start in range(0, n, chunk):
             h = hidden[start : start + chunk]
             t = targets[start : start + chunk]
-            logits = (h @ w.t()).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            loss += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-            # d(sum of losses)/d(logits) = softmax - one_hot, built in place in the logits' memory.
-            probs = logits.sub_(lse[:, None]).exp_()
+            # One fused log-softmax pass (cheaper than logsumexp + subtract here), then the loss from it.
+            logp = torch.log_softmax((h @ w.t()).float(), dim=-1)
+            loss -= logp.gather(1, t[:, None]).sum()
+            # d(sum of losses)/d(logits) = softmax - one_hot, built in place in the log-probs' memory.
+            probs = logp.exp_()
             probs[torch.arange(len(t), device=t.device), t] -= 1
             grad_hidden[start : start + chunk] = (probs.to(h.dtype) @ w).to(hidden.dtype)
             grad_weight.addmm_(probs.t(), h.float())
