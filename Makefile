@@ -15,12 +15,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on the built-in default corpus (this interpreter's standard library): data -> tokenizer -> pack.
+# The main job on the built-in default corpus (this interpreter's standard library):
+# data -> tokenizer -> pack -> train (the tiny preset, 4 minutes).
 DEMO := runs/demo
 demo: install
 	$(BIN)/pycpilot data --source stdlib --out $(DEMO)/data --overwrite
 	$(BIN)/pycpilot tokenizer --data $(DEMO)/data --out $(DEMO)/tokenizer --preset tiny --overwrite
 	$(BIN)/pycpilot pack --data $(DEMO)/data --tokenizer $(DEMO)/tokenizer --out $(DEMO)/packed --preset tiny --overwrite
+	$(BIN)/pycpilot train --packed $(DEMO)/packed --out $(DEMO)/model --preset tiny --max-time 4m --overwrite
 
 lint: install
 	$(BIN)/ruff check src tests bench

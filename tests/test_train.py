@@ -303,3 +303,11 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(packed: Path, tmp_path: 
         _cli(*args[:-2], "--out", str(out), "--resume", "--max-steps", str(step + 2)), check=True, timeout=300
     )
     assert max(_losses(out)) == step + 2
+
+
+def test_sequence_length_warmup_shortens_rows_then_uses_whole_blocks() -> None:
+    from pycpilot.train.loop import short_block
+
+    assert [short_block(256, p, 0.5) for p in (0.0, 0.2, 0.3, 0.49, 0.5, 0.9)] == [64, 64, 128, 128, 256, 256]
+    assert short_block(256, 0.0, 0.0) == 256  # off
+    assert short_block(30, 0.0, 0.5) == 30  # a block that does not split evenly stays whole

@@ -321,6 +321,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--beta1", type=float, help="AdamW beta1 (0.9)")
     o.add_argument("--beta2", type=float, help="AdamW beta2 (preset)")
     o.add_argument("--grad-clip", type=float, help="clip the gradient norm to this; 0 turns it off (1.0)")
+    o.add_argument(
+        "--seq-warmup",
+        type=float,
+        help="share of training on shorter rows (block/4, then block/2) before whole blocks (preset)",
+    )
     b = p.add_argument_group("batch and budget")
     b.add_argument("--batch-size", type=int, help="blocks per micro-batch per process (preset)")
     b.add_argument("--grad-accum", type=int, help="micro-batches per optimiser step (1)")

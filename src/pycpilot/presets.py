@@ -30,8 +30,12 @@ class Preset:
     weight_decay: float
     beta2: float
     min_lr_ratio: float
+    seq_warmup: float = 0.0
 
 
+# tiny was tuned by 150 s runs on the stdlib (valid bits per byte): 4 x 256 -> 2.02, 4 x 192 -> 2.00, 4 x 128
+# -> 1.97 (a smaller model sees more tokens: 9,100 vs 4,300 tokens/s), plus sequence-length warmup over 80% of
+# the budget -> 1.92; lr 6e-3 and vocabulary 4,096 were worse, batch 8 no better.
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -41,7 +45,7 @@ PRESETS: dict[str, Preset] = {
             256,
             n_layer=4,
             n_head=4,
-            n_embd=256,
+            n_embd=128,
             lr=3e-3,
             warmup_steps=50,
             batch_size=16,
@@ -50,6 +54,7 @@ PRESETS: dict[str, Preset] = {
             weight_decay=0.1,
             beta2=0.95,
             min_lr_ratio=0.1,
+            seq_warmup=0.8,
         ),
         # The seed: torch's AdamW defaults (weight decay 0.01, betas 0.9/0.999) and GPT-2's dropout 0.1.
         Preset(

@@ -34,6 +34,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float | None = None
     grad_clip: float = 1.0
+    seq_warmup: float | None = None  # share of training run on shorter rows (block/4, then block/2)
     # Batch and budget.
     batch_size: int | None = None  # blocks per micro-batch per process
     grad_accum: int = 1
@@ -72,6 +73,7 @@ class TrainConfig:
             (0 <= self.resolved("min_lr_ratio") <= 1, "--min-lr-ratio must be in [0, 1]"),
             (self.resolved("warmup_steps") >= 0, "--warmup-steps must be >= 0"),
             (0 <= self.resolved("dropout") < 1, "--dropout must be in [0, 1)"),
+            (0 <= self.resolved("seq_warmup") < 1, "--seq-warmup must be in [0, 1)"),
             (self.resolved("batch_size") >= 1, "--batch-size must be at least 1"),
             (self.grad_accum >= 1, "--grad-accum must be at least 1"),
             (self.grad_clip >= 0, "--grad-clip must be >= 0 (0 turns clipping off)"),
