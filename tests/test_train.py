@@ -311,3 +311,13 @@ def test_sequence_length_warmup_shortens_rows_then_uses_whole_blocks() -> None:
     assert [short_block(256, p, 0.5) for p in (0.0, 0.2, 0.3, 0.49, 0.5, 0.9)] == [64, 64, 128, 128, 256, 256]
     assert short_block(256, 0.0, 0.0) == 256  # off
     assert short_block(30, 0.0, 0.5) == 30  # a block that does not split evenly stays whole
+
+
+def test_a_checkpoint_at_every_epoch_end(packed: Path, tmp_path: Path) -> None:
+    from pycpilot.pack import PackedDataset
+
+    steps_per_epoch = len(PackedDataset(packed, "train")) // 2
+    out = train(_cfg(packed, tmp_path / "ep", epochs=2.5, keep_last=10)).out
+    names = [p.name for p in sealed_checkpoints(out / "checkpoints")]
+    total = math.ceil(2.5 * steps_per_epoch)
+    assert names == [f"step-{s:07d}" for s in (steps_per_epoch, 2 * steps_per_epoch, total)]

@@ -280,7 +280,9 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
             bar.update(1)
             if state.step % cfg.eval_every == 0:
                 valid_loss = _log_eval(lossy, valid_ds, batch, cfg.eval_blocks, rt, metrics, state.step, tpb)
-            if cfg.save_every and state.step % cfg.save_every == 0:
+            epoch_done = state.position.step_in_epoch == 0  # the seed saves one checkpoint per epoch
+            last = total_steps is not None and state.step >= total_steps  # saved below, after the final eval
+            if not last and (epoch_done or (cfg.save_every and state.step % cfg.save_every == 0)):
                 _save(out, state, model, tokenizer, optimizer, cfg, rt, time.perf_counter() - start)
     bar.close()
 
