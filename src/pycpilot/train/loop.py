@@ -189,8 +189,12 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     log(
         f"train: GPT-2 {model_config.n_layer}x{model_config.n_embd}, {params / 1e6:.1f}M parameters, "
         f"{len(train_ds):,} blocks of {block}, global batch {order.global_batch} on {rt.world} x {rt.device.type}, "
-        f"{'up to ' + str(total_steps) + ' steps' if total_steps else ''}"
-        f"{' within ' + cfg.max_time if budget else ''}; about {estimate.total_gib:.1f} GiB"
+        + ", ".join(
+            x
+            for x in (f"up to {total_steps:,} steps" if total_steps else "", f"within {cfg.max_time}" if budget else "")
+            if x
+        )
+        + f"; about {estimate.total_gib:.1f} GiB"
     )
 
     flop_peak = peak_flops(rt.device)
@@ -272,8 +276,9 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
                 if flop_peak:
                     row["mfu"] = round(tok_s * fpt / flop_peak / rt.world, 4)
                 metrics.write("train", state.step, **row)
-                if total_steps is None and budget:
-                    bar.total = max(state.step, int(state.step / max(elapsed, 1e-9) * budget))
+                if total_steps is None and budget and state.step >= 5:  # the ETA of a time budget
+                    spent = state.elapsed + now - start
+                    bar.total = max(state.step, int(state.step / spent * budget))
                 bar.set_postfix_str(
                     f"loss {value:.3f} lr {lr:.2e} {tok_s:,.0f} tok/s" + (f" mfu {row['mfu']:.0%}" if flop_peak else "")
                 )
