@@ -321,3 +321,18 @@ def test_a_checkpoint_at_every_epoch_end(packed: Path, tmp_path: Path) -> None:
     names = [p.name for p in sealed_checkpoints(out / "checkpoints")]
     total = math.ceil(2.5 * steps_per_epoch)
     assert names == [f"step-{s:07d}" for s in (steps_per_epoch, 2 * steps_per_epoch, total)]
+
+
+def test_missing_pack_or_mismatched_tokenizer_is_one_line(packed: Path, tmp_path: Path) -> None:
+    with pytest.raises(PycpilotError, match="is not a packed dataset"):
+        train(_cfg(tmp_path / "nowhere", tmp_path / "o1", max_steps=1))
+    other = tmp_path / "othertok"
+    import shutil
+
+    shutil.copytree(json.loads((packed / "manifest.json").read_text())["tokenizer"]["path"], other)
+    spec = json.loads((other / "tokenizer.json").read_text())
+    spec["added_tokens"][0]["content"] = "<|other|>"
+    (other / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(PycpilotError, match=r"is not the one .* was packed with"):
+        train(_cfg(packed, tmp_path / "o2", max_steps=1, tokenizer=other))
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
