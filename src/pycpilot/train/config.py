@@ -67,7 +67,6 @@ class TrainConfig:
         return parse_duration(self.max_time) if self.max_time else None
 
     def validate(self) -> None:
-        p = self.preset_values()
         checks = [
             (self.resolved("lr") > 0, "--lr must be positive"),
             (0 <= self.resolved("min_lr_ratio") <= 1, "--min-lr-ratio must be in [0, 1]"),
@@ -90,7 +89,6 @@ class TrainConfig:
             if not ok:
                 raise PycpilotError(message)
         self.budget_seconds()  # a malformed --max-time fails here
-        del p
 
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")

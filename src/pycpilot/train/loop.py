@@ -7,8 +7,9 @@ micro-batch, clip, step, schedule -> log / evaluate / checkpoint -> final model,
 from __future__ import annotations
 
 import contextlib
-import json
 import math
+import os
+import shutil
 import signal
 import sys
 import threading
@@ -84,8 +85,6 @@ def _prepare_out(cfg: TrainConfig, out: Path, rt: Runtime) -> None:
     rt.barrier()
     if rt.main:
         if out.exists():
-            import shutil
-
             shutil.rmtree(out)
         out.mkdir(parents=True)
     rt.barrier()
@@ -399,9 +398,6 @@ def _resume(out: Path, model: Any, optimizer: Any, model_config: Any, log: Any) 
 
 def _export_final(out: Path, model: Any, tokenizer: Any) -> None:
     """The final model and tokenizer at the top of `out`, written aside and moved in file by file."""
-    import os
-    import shutil
-
     tmp = out / f".final.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
@@ -437,7 +433,3 @@ def _write_manifest(
     )
     write_json_atomic(out / MANIFEST, manifest)
     return manifest
-
-
-def read_summary(out: Path) -> dict:
-    return json.loads((out / MANIFEST).read_text()).get("result", {})
