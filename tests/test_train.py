@@ -120,6 +120,39 @@ def test_a_short_run_leaves_a_loadable_model_metrics_and_plot(packed: Path, tmp_
     assert m["status"] == "done" and m["result"]["steps"] == 6 and m["model"]["n_layer"] == 2
 
 
+def test_bf16_autocast_trains_like_fp32_and_says_so(packed: Path, tmp_path: Path) -> None:
+    kw = dict(max_steps=6, lr=1e-2, warmup_steps=1)
+    fp32 = train(_cfg(packed, tmp_path / "fp32", precision="fp32", **kw)).out
+    bf16 = train(_cfg(packed, tmp_path / "bf16", precision="bf16", **kw)).out
+    a, b = _losses(fp32), _losses(bf16)
+    assert a != b  # autocast is really on ...
+    assert all(b[s] == pytest.approx(a[s], rel=0.03) for s in a)  # ... and learns the same
+    assert b[6] < b[1] - 0.5
+    compute = json.loads((bf16 / "manifest.json").read_text())["compute"]
+    assert compute == {
+        "device": "cpu",
+        "processes": 1,
+        "dtype": "torch.bfloat16",
+        "attention": "sdpa",
+        "malloc_tuned": sys.platform.startswith("linux"),
+    }
+    assert json.loads((fp32 / "manifest.json").read_text())["compute"]["dtype"] == "torch.float32"
+
+
+def test_recomputed_attention_gives_the_same_run_and_a_plain_model(packed: Path, tmp_path: Path) -> None:
+    kw = dict(max_steps=4, lr=1e-2, warmup_steps=1, dropout=0.2, precision="fp32")
+    plain = train(_cfg(packed, tmp_path / "plain", recompute_attention="off", **kw)).out
+    again = train(_cfg(packed, tmp_path / "again", recompute_attention="on", **kw)).out
+    a, b = _losses(plain), _losses(again)
+    assert all(b[s] == pytest.approx(a[s], abs=1e-6) for s in a)  # the same dropout masks, replayed
+    assert json.loads((again / "manifest.json").read_text())["compute"]["attention"] == "sdpa_recompute_core"
+    config = json.loads((again / "config.json").read_text())
+    assert "recompute" not in json.dumps(config)  # the saved model is a plain GPT-2 ...
+    load = "import sys, transformers as t; print(t.AutoModelForCausalLM.from_pretrained(sys.argv[1]).config.n_layer)"
+    done = subprocess.run([sys.executable, "-c", load, str(again)], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "2", done.stderr[-500:]  # ... that loads where our attention is not registered
+
+
 def test_resume_after_kill_9_matches_an_uninterrupted_run(packed: Path, tmp_path: Path) -> None:
     common = [
         "train",
@@ -190,6 +223,8 @@ def test_two_processes_match_one_with_the_same_global_batch(packed: Path, tmp_pa
         "5e-3",
         "--warmup-steps",
         "1",
+        "--precision",
+        "fp32",  # bf16 sums in another order would blur what this compares
     ]
     one = tmp_path / "one"
     subprocess.run(_cli(*common, "--batch-size", "4", "--out", str(one)), check=True, timeout=300)
@@ -249,6 +284,8 @@ def test_damaged_or_foreign_checkpoints_are_refused(packed: Path, tmp_path: Path
         ),
         ({"max_time": "soon"}, "is not a duration"),
         ({"n_embd": 30, "n_head": 4}, "--n-embd must be a multiple of --n-head"),
+        ({"precision": "fp8"}, "--precision must be auto, fp32, bf16 or fp16"),
+        ({"precision": "fp16"}, "--precision fp16 needs a CUDA GPU"),
     ],
 )
 def test_bad_settings_fail_before_any_work(kw: dict, message: str, packed: Path, tmp_path: Path) -> None:

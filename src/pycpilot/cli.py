@@ -340,8 +340,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--keep-last", type=int, help="checkpoints kept (3)")
     e.add_argument("--log-every", type=int, help="steps between metric lines (10)")
     sp = p.add_argument_group("speed and memory")
+    sp.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="mixed precision (auto: bf16 on GPUs and on CPUs with native bf16 such as AVX512-BF16, else fp32)",
+    )
     sp.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (~30 s first)")
     sp.add_argument("--grad-checkpointing", action="store_true", default=None, help="recompute activations")
+    sp.add_argument(
+        "--recompute-attention",
+        choices=["auto", "on", "off"],
+        help="keep only q, k, v of attention with dropout on a CPU and recompute the rest in backward "
+        "(auto: when it would keep over 1 GiB)",
+    )
     sp.add_argument("--loss-chunk", type=int, help="tokens per chunk of the fused output layer + loss (2048)")
     p.set_defaults(run=_run_train)
 

@@ -51,9 +51,12 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     # Speed and memory.
+    precision: str = "auto"  # auto: bf16 autocast on GPUs and on CPUs with native bf16, else fp32
     compile: bool = False
     grad_checkpointing: bool = False
-    loss_chunk: int = 2048  # tokens per chunk of the fused output layer + cross-entropy
+    # auto: on a CPU with attention dropout, when the attention kept for backward passes 1 GiB (see model.py)
+    recompute_attention: str = "auto"
+    loss_chunk: int | None = None  # tokens per chunk of the fused output layer + loss; None: see loss.py
     quiet: bool = False
 
     def preset_values(self) -> Preset:
@@ -81,7 +84,9 @@ class TrainConfig:
             (self.eval_every >= 1 and self.log_every >= 1, "--eval-every and --log-every must be at least 1"),
             (self.save_every is None or self.save_every >= 1, "--save-every must be at least 1"),
             (self.keep_last >= 1, "--keep-last must be at least 1"),
-            (self.loss_chunk >= 1, "--loss-chunk must be at least 1"),
+            (self.precision in ("auto", "fp32", "bf16", "fp16"), "--precision must be auto, fp32, bf16 or fp16"),
+            (self.recompute_attention in ("auto", "on", "off"), "--recompute-attention must be auto, on or off"),
+            (self.loss_chunk is None or self.loss_chunk >= 1, "--loss-chunk must be at least 1"),
             (0 <= self.seed < 2**32, "--seed must be between 0 and 2**32 - 1"),
             (self.resolved("n_embd") % self.resolved("n_head") == 0, "--n-embd must be a multiple of --n-head"),
         ]

@@ -27,12 +27,26 @@ from pycpilot.pack.reader import PackedDataset, read_pack_manifest
 from pycpilot.tokenizer.load import load_tokenizer, tokenizer_hash
 from pycpilot.train import checkpoint as ckpt
 from pycpilot.train.config import TrainConfig
-from pycpilot.train.loss import FusedLossLM
+from pycpilot.train.loss import FusedLossLM, default_chunk
 from pycpilot.train.metrics import MetricsLog, plot_losses
-from pycpilot.train.model import available_memory_gib, build_model, estimate_memory, gpt2_config
+from pycpilot.train.model import (
+    attention_saved_gib,
+    available_memory_gib,
+    build_model,
+    estimate_memory,
+    gpt2_config,
+)
 from pycpilot.train.optim import lr_factor, lr_factor_by_time, make_optimizer
 from pycpilot.train.order import BatchOrder, Position
-from pycpilot.train.runtime import Runtime, autocast, flops_per_token, grad_scaler, peak_flops
+from pycpilot.train.runtime import (
+    Runtime,
+    autocast,
+    compute_dtype,
+    flops_per_token,
+    grad_scaler,
+    keep_freed_memory,
+    peak_flops,
+)
 
 
 @dataclass
@@ -107,7 +121,7 @@ def _evaluate(model: FusedLossLM, valid: PackedDataset, batch: int, limit: int |
     mine = list(range(rt.rank, n, rt.world))
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=rt.device)
-    with torch.no_grad(), autocast(rt.device):
+    with torch.no_grad(), autocast(rt.device, rt.dtype):
         for start in range(0, len(mine), batch):
             idx = mine[start : start + batch]
             x = torch.stack([valid[i] for i in idx]).to(rt.device)
@@ -134,6 +148,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     out = Path(cfg.out).resolve()
     pack, train_ds, valid_ds, tokenizer = _inputs(cfg)
+    rt.dtype = compute_dtype(cfg.precision, rt.device)
+    rt.malloc_tuned = keep_freed_memory()
     block = int(pack["context_length"])
     model_config = gpt2_config(cfg, tokenizer, block)
     batch, accum = cfg.resolved("batch_size"), cfg.grad_accum
@@ -142,7 +158,17 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
         raise PycpilotError(
             f"{cfg.packed} has {len(train_ds)} train blocks, fewer than one global batch of {order.global_batch}"
         )
-    estimate = estimate_memory(model_config, batch, block, cfg.loss_chunk, cfg.grad_checkpointing)
+    chunk = cfg.loss_chunk or default_chunk(model_config.vocab_size)
+    recompute = cfg.recompute_attention == "on" or (
+        cfg.recompute_attention == "auto"
+        and rt.device.type == "cpu"
+        and model_config.attn_pdrop > 0
+        and not cfg.grad_checkpointing
+        and attention_saved_gib(model_config, batch, block) > 1.0
+    )
+    estimate = estimate_memory(
+        model_config, batch, block, chunk, cfg.grad_checkpointing, recompute, 2 if rt.dtype else 4
+    )
     free = available_memory_gib(rt.device)
     if free is not None and estimate.total_gib > 0.9 * free:
         raise PycpilotError(
@@ -155,9 +181,10 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
 
     # Model, optimiser, budget.
     torch.manual_seed(cfg.seed)
-    model = build_model(model_config, cfg.grad_checkpointing).to(rt.device)
+    model = build_model(model_config, cfg.grad_checkpointing, recompute).to(rt.device)
+    model_config = model.config  # the model's own copy, which knows its attention
     params = sum(p.numel() for p in model.parameters())
-    lossy = FusedLossLM(model, cfg.loss_chunk)
+    lossy = FusedLossLM(model, chunk)
     step_fn: torch.nn.Module = lossy
     if cfg.compile:
         step_fn = torch.compile(lossy)
@@ -169,7 +196,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     optimizer = make_optimizer(
         model, peak_lr, cfg.resolved("weight_decay"), (cfg.beta1, cfg.resolved("beta2")), rt.device
     )
-    scaler = grad_scaler(rt.device)
+    scaler = grad_scaler(rt.device, rt.dtype)
     budget = cfg.budget_seconds()
     epochs = (
         cfg.epochs if cfg.epochs is not None else (None if budget and not cfg.max_steps else cfg.preset_values().epochs)
@@ -183,11 +210,12 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     if cfg.resume:
         state = _resume(out, model, optimizer, model_config, log)
     if rt.main:
-        _write_manifest(out, cfg, pack, model_config, params, state, status="running", extra={})
+        _write_manifest(out, cfg, pack, model_config, params, rt, status="running", extra={})
     metrics = MetricsLog(out, enabled=rt.main)
     log(
         f"train: GPT-2 {model_config.n_layer}x{model_config.n_embd}, {params / 1e6:.1f}M parameters, "
-        f"{len(train_ds):,} blocks of {block}, global batch {order.global_batch} on {rt.world} x {rt.device.type}, "
+        f"{len(train_ds):,} blocks of {block}, global batch {order.global_batch} on {rt.world} x {rt.device.type} "
+        f"({str(rt.dtype).removeprefix('torch.') if rt.dtype else 'fp32'}), "
         + ", ".join(
             x
             for x in (f"up to {total_steps:,} steps" if total_steps else "", f"within {cfg.max_time}" if budget else "")
@@ -238,7 +266,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
                 x = x.reshape(-1, length)  # sequence-length warmup: the same tokens as more, shorter rows
                 sync = rt.world == 1 or i == len(micro) - 1
                 ctx = step_fn.no_sync() if not sync else contextlib.nullcontext()  # no all-reduce mid-accumulation
-                with ctx, autocast(rt.device):
+                with ctx, autocast(rt.device, rt.dtype):
                     loss = step_fn(x) / len(micro)
                 scaler.scale(loss).backward()
                 step_loss += loss.detach()
@@ -314,7 +342,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
             out / "loss.png",
             f"{cfg.preset}: {model_config.n_layer}x{model_config.n_embd}, valid bpb {summary['valid_bpb']:.3f}",
         )
-        manifest = _write_manifest(out, cfg, pack, model_config, params, state, status="done", extra=summary)
+        manifest = _write_manifest(out, cfg, pack, model_config, params, rt, status="done", extra=summary)
     else:
         manifest = {}
     rt.barrier()
@@ -408,13 +436,27 @@ def _export_final(out: Path, model: Any, tokenizer: Any) -> None:
 
 
 def _write_manifest(
-    out: Path, cfg: TrainConfig, pack: dict, model_config: Any, params: int, state: _State, status: str, extra: dict
+    out: Path,
+    cfg: TrainConfig,
+    pack: dict,
+    model_config: Any,
+    params: int,
+    rt: Runtime,
+    status: str,
+    extra: dict,
 ) -> dict:
     config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
     manifest = base_manifest("train", config)
     manifest.update(
         {
             "status": status,
+            "compute": {
+                "device": rt.device.type,
+                "processes": rt.world,
+                "dtype": str(rt.dtype or torch.float32),
+                "attention": model_config._attn_implementation,
+                "malloc_tuned": rt.malloc_tuned,
+            },
             "preset": asdict(cfg.preset_values()),
             "model": {
                 k: getattr(model_config, k)
