@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -135,6 +136,7 @@ def test_bf16_autocast_trains_like_fp32_and_says_so(packed: Path, tmp_path: Path
         "dtype": "torch.bfloat16",
         "attention": "sdpa",
         "malloc_tuned": sys.platform.startswith("linux"),
+        "sharding": "none",
     }
     assert json.loads((fp32 / "manifest.json").read_text())["compute"]["dtype"] == "torch.float32"
 
@@ -199,7 +201,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one_with_the_same_global_batch(packed: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsdp", ["off", "on"])
+def test_two_processes_match_one_with_the_same_global_batch(fsdp: str, packed: Path, tmp_path: Path) -> None:
     common = [
         "train",
         "--packed",
@@ -218,6 +221,8 @@ def test_two_processes_match_one_with_the_same_global_batch(packed: Path, tmp_pa
         "1",
         "--eval-every",
         "5",
+        "--save-every",
+        "2",
         "-q",
         "--lr",
         "5e-3",
@@ -240,7 +245,9 @@ def test_two_processes_match_one_with_the_same_global_batch(packed: Path, tmp_pa
         str(_free_port()),
         str(Path(sys.executable).with_name("pycpilot")),
     ]
-    subprocess.run([*launcher, *common, "--batch-size", "2", "--out", str(two)], check=True, timeout=300, env=env)
+    sharded = [*common, "--batch-size", "2", "--fsdp", fsdp]
+    subprocess.run([*launcher, *sharded, "--out", str(two)], check=True, timeout=300, env=env)
+    assert json.loads((two / "manifest.json").read_text())["compute"]["sharding"] == {"off": "ddp", "on": "fsdp"}[fsdp]
     a, b = _losses(one), _losses(two)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5]
     for step in a:
@@ -248,6 +255,17 @@ def test_two_processes_match_one_with_the_same_global_batch(packed: Path, tmp_pa
     ea = [r["loss"] for r in read_metrics(one / "metrics.jsonl") if r["kind"] == "eval"]
     eb = [r["loss"] for r in read_metrics(two / "metrics.jsonl") if r["kind"] == "eval"]
     assert eb == pytest.approx(ea, rel=1e-5)
+    # The saved models (gathered from the shards with FSDP) are the same model.
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    # A checkpoint of the 2 ranks resumes in 1 process (full, named state either way) and goes on alike.
+    cross = tmp_path / "cross"
+    shutil.copytree(two, cross)
+    shutil.rmtree(cross / "checkpoints" / "step-0000005")
+    subprocess.run(_cli(*common, "--batch-size", "4", "--out", str(cross), "--resume"), check=True, timeout=300)
+    assert _losses(cross)[5] == pytest.approx(a[5], rel=1e-5)
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(packed: Path, tmp_path: Path) -> None:

@@ -341,6 +341,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--log-every", type=int, help="steps between metric lines (10)")
     sp = p.add_argument_group("speed and memory")
     sp.add_argument(
+        "--fsdp",
+        choices=["auto", "on", "off"],
+        help="with several processes, shard weights, gradients and optimiser state (FSDP) instead of copying "
+        "them (DDP); auto: for the large preset",
+    )
+    sp.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16", "fp16"],
         help="mixed precision (auto: bf16 on GPUs and on CPUs with native bf16 such as AVX512-BF16, else fp32)",

@@ -63,14 +63,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(folder: Path, step: int, model: Any, tokenizer: Any, state: dict[str, Any], keep_last: int) -> Path:
-    """Write checkpoints/step-N atomically, then delete all but the newest `keep_last` sealed ones."""
+def save_checkpoint(
+    folder: Path,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    state: dict[str, Any],
+    keep_last: int,
+    weights: dict[str, Any] | None = None,
+) -> Path:
+    """Write checkpoints/step-N atomically, then delete all but the newest `keep_last` sealed ones.
+
+    `weights`: the full state dict when the model itself holds only a shard (FSDP)."""
     final = folder / f"{PREFIX}{step:07d}"
     tmp = folder / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        model.save_pretrained(str(tmp))
+        model.save_pretrained(str(tmp), state_dict=weights)
         tokenizer.save_pretrained(str(tmp))
         torch.save(state, tmp / STATE)
         files = {p.name: p.stat().st_size for p in tmp.iterdir()}

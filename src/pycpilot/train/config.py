@@ -51,6 +51,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     # Speed and memory.
+    fsdp: str = "auto"  # shard weights, gradients and optimiser state over processes; auto: `large` on 2+
     precision: str = "auto"  # auto: bf16 autocast on GPUs and on CPUs with native bf16, else fp32
     compile: bool = False
     grad_checkpointing: bool = False
@@ -85,6 +86,7 @@ class TrainConfig:
             (self.save_every is None or self.save_every >= 1, "--save-every must be at least 1"),
             (self.keep_last >= 1, "--keep-last must be at least 1"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), "--precision must be auto, fp32, bf16 or fp16"),
+            (self.fsdp in ("auto", "on", "off"), "--fsdp must be auto, on or off"),
             (self.recompute_attention in ("auto", "on", "off"), "--recompute-attention must be auto, on or off"),
             (self.loss_chunk is None or self.loss_chunk >= 1, "--loss-chunk must be at least 1"),
             (0 <= self.seed < 2**32, "--seed must be between 0 and 2**32 - 1"),

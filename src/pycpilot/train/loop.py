@@ -6,7 +6,6 @@ micro-batch, clip, step, schedule -> log / evaluate / checkpoint -> final model,
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shutil
@@ -26,6 +25,7 @@ from pycpilot.manifest import MANIFEST, base_manifest, check_output_dir, write_j
 from pycpilot.pack.reader import PackedDataset, read_pack_manifest
 from pycpilot.tokenizer.load import load_tokenizer, tokenizer_hash
 from pycpilot.train import checkpoint as ckpt
+from pycpilot.train import sharding
 from pycpilot.train.config import TrainConfig
 from pycpilot.train.loss import FusedLossLM, default_chunk
 from pycpilot.train.metrics import MetricsLog, plot_losses
@@ -47,6 +47,7 @@ from pycpilot.train.runtime import (
     keep_freed_memory,
     peak_flops,
 )
+from pycpilot.train.sharding import use_fsdp
 
 
 @dataclass
@@ -184,14 +185,13 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     model = build_model(model_config, cfg.grad_checkpointing, recompute).to(rt.device)
     model_config = model.config  # the model's own copy, which knows its attention
     params = sum(p.numel() for p in model.parameters())
+    fsdp = use_fsdp(cfg.fsdp, cfg.preset, rt)
+    rt.sharding = "fsdp" if fsdp else ("ddp" if rt.world > 1 else "none")
+    saved = _resume_weights(out, model, model_config, log) if cfg.resume else None  # before any sharding
     lossy = FusedLossLM(model, chunk)
-    step_fn: torch.nn.Module = lossy
+    step_fn = sharding.wrap(lossy, rt, fsdp)  # DDP, or FSDP sharding `lossy` in place
     if cfg.compile:
-        step_fn = torch.compile(lossy)
-    if rt.world > 1:
-        step_fn = torch.nn.parallel.DistributedDataParallel(
-            step_fn, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None
-        )
+        step_fn = torch.compile(step_fn)
     peak_lr = cfg.resolved("lr")
     optimizer = make_optimizer(
         model, peak_lr, cfg.resolved("weight_decay"), (cfg.beta1, cfg.resolved("beta2")), rt.device
@@ -206,9 +206,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     tokens_per_step = order.global_batch * block
     tpb = pack["splits"]["valid"]["tokens"] / max(pack["splits"]["valid"]["bytes"], 1)
 
-    state = _State()
-    if cfg.resume:
-        state = _resume(out, model, optimizer, model_config, log)
+    state = _State() if saved is None else _resume_state(saved, lossy, optimizer)
     if rt.main:
         _write_manifest(out, cfg, pack, model_config, params, rt, status="running", extra={})
     metrics = MetricsLog(out, enabled=rt.main)
@@ -265,8 +263,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
                 x = torch.stack([train_ds[int(j)] for j in idx]).to(rt.device, non_blocking=True)
                 x = x.reshape(-1, length)  # sequence-length warmup: the same tokens as more, shorter rows
                 sync = rt.world == 1 or i == len(micro) - 1
-                ctx = step_fn.no_sync() if not sync else contextlib.nullcontext()  # no all-reduce mid-accumulation
-                with ctx, autocast(rt.device, rt.dtype):
+                with sharding.set_sync(step_fn, sync), autocast(rt.device, rt.dtype):  # none mid-accumulation
                     loss = step_fn(x) / len(micro)
                 scaler.scale(loss).backward()
                 step_loss += loss.detach()
@@ -315,13 +312,13 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
             epoch_done = state.position.step_in_epoch == 0  # the seed saves one checkpoint per epoch
             last = total_steps is not None and state.step >= total_steps  # saved below, after the final eval
             if not last and (epoch_done or (cfg.save_every and state.step % cfg.save_every == 0)):
-                _save(out, state, model, tokenizer, optimizer, cfg, rt, time.perf_counter() - start)
+                _save(out, state, lossy, fsdp, tokenizer, optimizer, cfg, rt, time.perf_counter() - start)
     bar.close()
 
     # The end: a last evaluation and checkpoint, the final model at the top of `out`, the plot, the manifest.
     train_seconds = time.perf_counter() - start
     valid_loss = _log_eval(lossy, valid_ds, batch, cfg.eval_blocks, rt, metrics, state.step, tpb)
-    _save(out, state, model, tokenizer, optimizer, cfg, rt, train_seconds)
+    _save(out, state, lossy, fsdp, tokenizer, optimizer, cfg, rt, train_seconds)
     metrics.close()
     summary = {
         "stopped_by": stopped_by
@@ -335,8 +332,9 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
         "valid_perplexity": math.exp(min(valid_loss, 50)),
         "valid_bpb": valid_loss / math.log(2) * tpb,
     }
+    weights = sharding.full_model_state(lossy, fsdp)  # a collective: every rank takes part
     if rt.main:
-        _export_final(out, model, tokenizer)
+        _export_final(out, model, weights, tokenizer)
         plot_losses(
             out / "metrics.jsonl",
             out / "loss.png",
@@ -387,22 +385,35 @@ def _log_eval(
 
 
 def _save(
-    out: Path, state: _State, model: Any, tokenizer: Any, optimizer: Any, cfg: TrainConfig, rt: Runtime, seconds: float
+    out: Path,
+    state: _State,
+    lossy: FusedLossLM,
+    fsdp: bool,
+    tokenizer: Any,
+    optimizer: Any,
+    cfg: TrainConfig,
+    rt: Runtime,
+    seconds: float,
 ) -> None:
+    weights = sharding.full_model_state(lossy, fsdp)  # collectives first, on every rank
+    optimizer_state = sharding.full_optimizer_state(lossy, optimizer)
     if rt.main:
         trainer_state = {
             "step": state.step,
             "position": [state.position.epoch, state.position.step_in_epoch],
             "tokens": state.tokens,
             "elapsed": state.elapsed + seconds,
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "rng": ckpt.rng_state(),
         }
-        ckpt.save_checkpoint(out / "checkpoints", state.step, model, tokenizer, trainer_state, cfg.keep_last)
+        ckpt.save_checkpoint(
+            out / "checkpoints", state.step, lossy.model, tokenizer, trainer_state, cfg.keep_last, weights
+        )
     rt.barrier()
 
 
-def _resume(out: Path, model: Any, optimizer: Any, model_config: Any, log: Any) -> _State:
+def _resume_weights(out: Path, model: Any, model_config: Any, log: Any) -> dict[str, Any]:
+    """Load the newest checkpoint's weights into the (not yet sharded) model; its training state for later."""
     from safetensors.torch import load_file
 
     path = ckpt.sealed_checkpoints(out / "checkpoints")[-1]
@@ -415,20 +426,28 @@ def _resume(out: Path, model: Any, optimizer: Any, model_config: Any, log: Any) 
             f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     model.tie_weights()
-    optimizer.load_state_dict(saved["optimizer"])
-    ckpt.set_rng_state(saved["rng"])
     log(f"train: resuming from {path.name} (step {saved['step']})")
+    return saved
+
+
+def _resume_state(saved: dict[str, Any], lossy: FusedLossLM, optimizer: Any) -> _State:
+    try:
+        sharding.load_optimizer_state(lossy, optimizer, saved["optimizer"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise PycpilotError(f"the checkpoint's optimizer state does not fit this run: {first}") from None
+    ckpt.set_rng_state(saved["rng"])
     epoch, in_epoch = saved["position"]
     return _State(
         step=saved["step"], position=Position(epoch, in_epoch), tokens=saved["tokens"], elapsed=saved["elapsed"]
     )
 
 
-def _export_final(out: Path, model: Any, tokenizer: Any) -> None:
+def _export_final(out: Path, model: Any, weights: dict | None, tokenizer: Any) -> None:
     """The final model and tokenizer at the top of `out`, written aside and moved in file by file."""
     tmp = out / f".final.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
+    model.save_pretrained(str(tmp), state_dict=weights)
     tokenizer.save_pretrained(str(tmp))
     for f in tmp.iterdir():
         os.replace(f, out / f.name)
@@ -456,6 +475,7 @@ def _write_manifest(
                 "dtype": str(rt.dtype or torch.float32),
                 "attention": model_config._attn_implementation,
                 "malloc_tuned": rt.malloc_tuned,
+                "sharding": rt.sharding,
             },
             "preset": asdict(cfg.preset_values()),
             "model": {

@@ -26,6 +26,7 @@ class Runtime:
     device: torch.device
     dtype: torch.dtype | None = None  # autocast's dtype (None: fp32), set from --precision
     malloc_tuned: bool = False  # see keep_freed_memory
+    sharding: str = "none"  # none, ddp or fsdp (see sharding.py)
 
     @property
     def main(self) -> bool:
