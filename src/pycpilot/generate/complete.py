@@ -1,0 +1,309 @@
+"""`pycpilot complete`: complete code with a trained model (seed 7.4.5), the engine `eval` and `serve` share.
+
+`Completer(path).complete(prompt, ...)` returns `n` completions. The fast decoder (decode.py) runs plain
+GPT-2 models; anything else, or `engine="hf"`, goes through transformers' `generate` with the same settings.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pycpilot.errors import PycpilotError
+from pycpilot.generate.decode import FastGPT2, Unsupported, sample_next
+from pycpilot.generate.load import load_model
+from pycpilot.generate.text import SCOPES, Stopper, TokenText, safe_stream_length
+from pycpilot.tokenizer.specials import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+
+
+@dataclass
+class CompleteConfig:
+    """`complete(CompleteConfig(...))` is the Python entry point of `pycpilot complete`."""
+
+    model: Path
+    prompt: str | None = None  # else `file`, else stdin
+    file: Path | None = None
+    suffix: str | None = None  # text after the cursor: fill-in-the-middle
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    n: int = 1
+    seed: int = 42
+    stop: list[str] = field(default_factory=list)
+    scope: str = "block"  # line, block or file (EOS only)
+    int8: bool = False
+    engine: str = "fast"  # fast or hf (transformers' generate, for comparison)
+    stream: bool = True  # print the first completion as it arrives
+    quiet: bool = False
+
+    def validate(self) -> None:
+        checks = [
+            (self.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
+            (self.temperature >= 0, "--temperature must be >= 0"),
+            (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
+            (self.top_k >= 0, "--top-k must be >= 0"),
+            (1 <= self.n <= 256, "-n must be between 1 and 256"),
+            (self.scope in SCOPES, f"--scope must be one of {', '.join(SCOPES)}"),
+            (self.engine in ("fast", "hf"), "--engine must be fast or hf"),
+            (all(isinstance(s, str) and s for s in self.stop), "--stop strings must not be empty"),
+            (0 <= self.seed < 2**63, "--seed must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise PycpilotError(message)
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # stop (a stop string, the scope or EOS) or length
+    tokens: int  # new tokens generated for it
+    ids: list[int] = field(default_factory=list, repr=False)  # those tokens (a final EOS included)
+
+
+@dataclass
+class Result:
+    completions: list[Completion]
+    prompt_tokens: int
+    prompt_cut: int  # tokens dropped from the left of a prompt longer than the context allows
+    seconds: float
+    engine: str
+
+
+class Completer:
+    """A loaded model, ready to complete; one per process (`serve` keeps one)."""
+
+    def __init__(self, model: Path | str, int8: bool = False, engine: str = "fast") -> None:
+        self.loaded = load_model(model)
+        self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
+        self.text = TokenText(self.tokenizer)
+        self.context = int(getattr(self.model.config, "n_positions", 0) or self.tokenizer.model_max_length)
+        self.fast: FastGPT2 | None = None
+        self.engine = "hf"
+        if int8 and engine == "hf":
+            raise PycpilotError("--int8 works with the fast engine only")
+        if engine == "fast":
+            try:
+                self.fast = FastGPT2(self.model, int8=int8)
+                self.engine = "fast-int8" if int8 else "fast"
+            except Unsupported:
+                if int8:
+                    raise
+        vocab = self.tokenizer.get_vocab()
+        self.fim = [vocab.get(t) for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)]
+        self.stop_ids = set(self.tokenizer.all_special_ids)
+
+    def encode(self, prompt: str, suffix: str | None) -> list[int]:
+        """Prompt ids; with a suffix, the PSM layout the model was trained on (each part encoded alone)."""
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+        if suffix is None:
+            return ids
+        if None in self.fim:
+            raise PycpilotError("this model's tokenizer has no fill-in-the-middle tokens: complete without a suffix")
+        prefix_id, suffix_id, middle_id = self.fim
+        tail = self.tokenizer(suffix, add_special_tokens=False)["input_ids"] if suffix else []
+        return [prefix_id, *ids, suffix_id, *tail, middle_id]  # type: ignore[list-item]
+
+    def complete(
+        self,
+        prompt: str,
+        suffix: str | None = None,
+        n: int = 1,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop: list[str] | None = None,
+        scope: str = "block",
+        seed: int = 42,
+        on_text: Callable[[str], None] | None = None,
+        deadline: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
+        bos: bool = False,
+    ) -> Result:
+        """`n` completions of `prompt`; `on_text` gets the first one's text piece by piece as it is decided.
+
+        `bos`: start with the end-of-text token, as files started in training (CodeParrot's HumanEval does).
+        `deadline` (time.monotonic) and `cancelled` end every row early, as "length"."""
+        start = time.perf_counter()
+        ids = self.encode(prompt, suffix)
+        if bos:
+            ids = [self.tokenizer.eos_token_id, *ids]
+        max_new_tokens = min(max_new_tokens, self.context - 1)
+        room = self.context - max_new_tokens
+        cut = max(len(ids) - room, 0)
+        ids = ids[cut:] or [self.tokenizer.eos_token_id]
+        stoppers = [Stopper(prompt, stop or [], scope) for _ in range(n)]
+        generator = torch.Generator().manual_seed(seed)
+        if self.fast is not None:
+            outs = self._fast(
+                ids, n, max_new_tokens, temperature, top_p, top_k, generator, stoppers, on_text, deadline, cancelled
+            )
+        else:
+            outs = self._hf(ids, n, max_new_tokens, temperature, top_p, top_k, seed, stoppers)
+        return Result(outs, len(ids), cut, time.perf_counter() - start, self.engine)
+
+    def _finish(self, new: list[int], stopper: Stopper, length_done: bool) -> Completion | None:
+        """The completion if row `new` is finished (EOS/special, a stop, or out of tokens), else None."""
+        ended = bool(new) and new[-1] in self.stop_ids
+        text = self.text.decode(new[:-1] if ended else new)
+        where = stopper.cut(text)
+        if where is not None:
+            return Completion(text[:where], "stop", len(new), list(new))
+        if ended:
+            return Completion(text, "stop", len(new), list(new))
+        if length_done:
+            return Completion(text, "length", len(new), list(new))
+        return None
+
+    def _fast(
+        self,
+        ids: list[int],
+        n: int,
+        max_new: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        generator: torch.Generator,
+        stoppers: list[Stopper],
+        on_text: Callable[[str], None] | None,
+        deadline: float | None,
+        cancelled: Callable[[], bool] | None,
+    ) -> list[Completion]:
+        fast = self.fast
+        assert fast is not None
+        cache = fast.new_cache(n, len(ids) + max_new)
+        # The prompt once, then its keys and values copied to every row.
+        logits = fast.step(torch.tensor([ids]), 0, cache[:, :, :1])
+        cache[:, :, 1:, :, : len(ids)] = cache[:, :, :1, :, : len(ids)]
+        logits = logits.expand(n, -1)
+        rows: list[list[int]] = [[] for _ in range(n)]
+        done: list[Completion | None] = [None] * n
+        shown = 0
+        for step in range(max_new):
+            token = sample_next(logits, temperature, top_k, top_p, generator)
+            for r, t in enumerate(token.tolist()):
+                if done[r] is None:
+                    rows[r].append(t)
+            out_of_time = (deadline is not None and time.monotonic() > deadline) or bool(cancelled and cancelled())
+            for r in range(n):
+                if done[r] is None:
+                    done[r] = self._finish(rows[r], stoppers[r], step == max_new - 1 or out_of_time)
+            if on_text is not None:
+                shown = self._stream(rows[0], done[0], stoppers[0], shown, on_text)
+            if all(d is not None for d in done):
+                break
+            logits = fast.step(token[:, None], len(ids) + step, cache)
+        return [d for d in done if d is not None]
+
+    def _stream(
+        self, row: list[int], done: Completion | None, stopper: Stopper, shown: int, on_text: Callable[[str], None]
+    ) -> int:
+        text = done.text if done is not None else self.text.decode(row)
+        upto = len(text) if done is not None else safe_stream_length(text, stopper)
+        if upto > shown:
+            on_text(text[shown:upto])
+            return upto
+        return shown
+
+    def _hf(
+        self,
+        ids: list[int],
+        n: int,
+        max_new: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        seed: int,
+        stoppers: list[Stopper],
+    ) -> list[Completion]:
+        torch.manual_seed(seed)
+        sampling = temperature > 0
+        extra: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "top_k": top_k} if sampling else {}
+        with torch.inference_mode():
+            out = self.model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=max_new,
+                do_sample=sampling,
+                num_return_sequences=n,
+                pad_token_id=self.tokenizer.eos_token_id,
+                eos_token_id=sorted(self.stop_ids),
+                **extra,
+            )
+        results = []
+        for r in range(n):
+            new = [t for t in out[r, len(ids) :].tolist()]
+            end = next((i + 1 for i, t in enumerate(new) if t in self.stop_ids), len(new))
+            done = self._finish(new[:end], stoppers[r], True)
+            assert done is not None
+            results.append(done)
+        return results
+
+
+def read_prompt(cfg: CompleteConfig) -> str:
+    if cfg.prompt is not None:
+        return cfg.prompt
+    if cfg.file is not None:
+        try:
+            return Path(cfg.file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PycpilotError(f"cannot read {cfg.file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise PycpilotError(f"{cfg.file} is not UTF-8 text") from None
+    if sys.stdin.isatty():
+        raise PycpilotError("give a prompt, --file FILE, or text on stdin")
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PycpilotError("stdin is not UTF-8 text") from None
+
+
+def complete(cfg: CompleteConfig) -> Result:
+    """Complete the prompt of `cfg`, printing completions (the first one streamed) unless quiet."""
+    cfg.validate()
+    prompt = read_prompt(cfg)
+    completer = Completer(cfg.model, int8=cfg.int8, engine=cfg.engine)
+    out = sys.stdout
+    streaming = cfg.stream and not cfg.quiet and cfg.engine == "fast" and cfg.n == 1
+
+    def show(piece: str) -> None:
+        out.write(piece)
+        out.flush()
+
+    result = completer.complete(
+        prompt,
+        cfg.suffix,
+        cfg.n,
+        cfg.max_new_tokens,
+        cfg.temperature,
+        cfg.top_p,
+        cfg.top_k,
+        cfg.stop,
+        cfg.scope,
+        cfg.seed,
+        on_text=show if streaming else None,
+    )
+    if not cfg.quiet:
+        for i, c in enumerate(result.completions):
+            if i or not streaming:
+                if cfg.n > 1:
+                    out.write(f"\n--- completion {i + 1} of {cfg.n} ({c.finish_reason}, {c.tokens} tokens) ---\n")
+                out.write(c.text)
+        out.write("\n")
+        new = sum(c.tokens for c in result.completions)
+        note = f", prompt cut by {result.prompt_cut} tokens on the left" if result.prompt_cut else ""
+        print(
+            f"complete: {completer.loaded.note}, {result.engine} engine, {result.prompt_tokens} prompt tokens{note}, "
+            f"{new} new in {result.seconds * 1000:.0f} ms ({new / max(result.seconds, 1e-9):,.0f} tokens/s)",
+            file=sys.stderr,
+        )
+    return result

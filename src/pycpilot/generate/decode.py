@@ -1,0 +1,135 @@
+"""A decode loop written for speed: GPT-2's forward pass for generation only, with a preallocated KV cache.
+
+transformers' `generate` pays per new token for its logits processors, cache objects, masks and a full
+module-tree walk; for a model of a few million parameters that overhead is most of the time. Here the
+weights are pulled out of the transformers model once and each step is ~10 tensor ops per layer, the same
+kernels the model uses (addmm with GPT-2's Conv1D layout, SDPA, the config's activation), so greedy output is
+transformers' token for token. The prompt is run once and its cache copied to the `n` rows of a batch.
+
+`int8=True` quantises every weight matrix (output layer included) per output channel and runs them with
+torch's dynamic-quantised linear kernel (fbgemm/x86: int8 weights, activations quantised per call).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from pycpilot.errors import PycpilotError
+
+
+class Unsupported(PycpilotError):
+    """This model is not a plain GPT-2: the caller falls back to transformers' generate."""
+
+
+class _Linear:
+    """y = x @ W + b with W in GPT-2's Conv1D layout [in, out]; or its int8 twin."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, int8: bool) -> None:
+        self.int8 = int8
+        self.bias = bias
+        if int8:
+            w = weight.t().contiguous().float()  # [out, in], what the quantised kernel takes
+            scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-8)
+            zeros = torch.zeros(len(scales), dtype=torch.long)
+            with warnings.catch_warnings():  # torch marks quantised tensors deprecated; still its int8 CPU path
+                warnings.simplefilter("ignore")
+                q = torch.quantize_per_channel(w, scales.double(), zeros, 0, torch.qint8)
+            self.packed = torch.ops.quantized.linear_prepack(q, None if bias is None else bias.float())
+        else:
+            self.weight = weight
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.int8:
+            return torch.ops.quantized.linear_dynamic(x, self.packed)
+        if self.bias is None:
+            return x @ self.weight
+        return torch.addmm(self.bias, x, self.weight)
+
+
+class FastGPT2:
+    """Generation-only GPT-2 over a transformers GPT2LMHeadModel's weights (which it shares, not copies)."""
+
+    def __init__(self, model: Any, int8: bool = False) -> None:
+        from transformers.activations import ACT2FN
+
+        cfg = model.config
+        if cfg.model_type != "gpt2" or cfg.scale_attn_by_inverse_layer_idx or cfg.reorder_and_upcast_attn:
+            raise Unsupported(f"the fast decoder handles plain GPT-2 models, not this {cfg.model_type}")
+        if (int8 and "quantized" not in dir(torch.ops)) or (int8 and not torch.backends.quantized.supported_engines):
+            raise PycpilotError("--int8 needs torch's quantised CPU kernels, which this torch lacks")
+        self.config = cfg
+        self.n_layer, self.n_head, self.d = cfg.n_layer, cfg.n_head, cfg.n_embd
+        self.head_dim = self.d // self.n_head
+        self.scale = self.head_dim**-0.5
+        self.eps = cfg.layer_norm_epsilon
+        self.max_positions = cfg.n_positions
+        self.act = ACT2FN[cfg.activation_function]
+        t = model.transformer
+        self.wte, self.wpe = t.wte.weight.detach(), t.wpe.weight.detach()
+        self.layers = []
+        for block in t.h:
+            self.layers.append(
+                {
+                    "ln_1": (block.ln_1.weight.detach(), block.ln_1.bias.detach()),
+                    "attn": _Linear(block.attn.c_attn.weight.detach(), block.attn.c_attn.bias.detach(), int8),
+                    "proj": _Linear(block.attn.c_proj.weight.detach(), block.attn.c_proj.bias.detach(), int8),
+                    "ln_2": (block.ln_2.weight.detach(), block.ln_2.bias.detach()),
+                    "fc": _Linear(block.mlp.c_fc.weight.detach(), block.mlp.c_fc.bias.detach(), int8),
+                    "out": _Linear(block.mlp.c_proj.weight.detach(), block.mlp.c_proj.bias.detach(), int8),
+                }
+            )
+        self.ln_f = (t.ln_f.weight.detach(), t.ln_f.bias.detach())
+        head = model.lm_head.weight.detach()  # [vocab, d]
+        self.head = _Linear(head.t(), None, int8)
+
+    def new_cache(self, batch: int, length: int) -> torch.Tensor:
+        """Keys and values of every layer: [layer, 2, batch, head, position, head_dim]."""
+        return torch.empty(self.n_layer, 2, batch, self.n_head, length, self.head_dim, dtype=self.wte.dtype)
+
+    @torch.inference_mode()
+    def step(self, ids: torch.Tensor, start: int, cache: torch.Tensor, every: bool = False) -> torch.Tensor:
+        """Run `ids` [batch, T] at positions start.. (T > 1 only from position 0); logits of the last position
+        [batch, vocab], or of every position [batch, T, vocab] with `every` (for scoring)."""
+        b, t = ids.shape
+        end = start + t
+        x = self.wte[ids] + self.wpe[start:end]
+        for i, layer in enumerate(self.layers):
+            h = F.layer_norm(x, (self.d,), *layer["ln_1"], self.eps)
+            qkv = layer["attn"](h.view(b * t, self.d)).view(b, t, 3, self.n_head, self.head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [b, head, t, head_dim]
+            cache[i, 0, :, :, start:end] = k
+            cache[i, 1, :, :, start:end] = v
+            a = F.scaled_dot_product_attention(
+                q, cache[i, 0, :, :, :end], cache[i, 1, :, :, :end], is_causal=t > 1, scale=self.scale
+            )
+            a = a.transpose(1, 2).reshape(b * t, self.d)
+            x = x + layer["proj"](a).view(b, t, self.d)
+            h = F.layer_norm(x, (self.d,), *layer["ln_2"], self.eps)
+            x = x + layer["out"](self.act(layer["fc"](h.view(b * t, self.d)))).view(b, t, self.d)
+        if every:
+            return self.head(F.layer_norm(x, (self.d,), *self.ln_f, self.eps).view(b * t, self.d)).view(b, t, -1)
+        last = F.layer_norm(x[:, -1], (self.d,), *self.ln_f, self.eps)
+        return self.head(last)
+
+
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """One token per row: argmax at temperature 0, else top-k / top-p sampling (HF's order: k, then p)."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keep the first token that crosses p
+        logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)

@@ -1,0 +1,69 @@
+"""Find and load a model folder for completion and evaluation, with one-line errors.
+
+Accepted: a final model (`pycpilot train --out` after the run), one of its checkpoints, the `--out` of a run that
+is still training (its newest sealed checkpoint is used, as the seed tries its epoch checkpoints early), or any
+local Hugging Face causal-LM folder with a tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pycpilot.errors import PycpilotError
+
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+@dataclass
+class Loaded:
+    path: Path  # the folder the weights came from
+    model: Any  # transformers causal LM, eval mode, on the CPU
+    tokenizer: Any
+    note: str  # what was picked, for the user
+
+
+def resolve_model_dir(path: Path) -> tuple[Path, str]:
+    """The folder holding weights: `path` itself or, for a training run, its newest sealed checkpoint."""
+    from pycpilot.train.checkpoint import sealed_checkpoints
+
+    path = Path(path)
+    if not path.is_dir():
+        raise PycpilotError(f"model folder {path} does not exist")
+    if (path / "config.json").is_file() and any((path / w).is_file() for w in WEIGHTS):
+        return path, f"model {path}"
+    found = sealed_checkpoints(path / "checkpoints")
+    if found:
+        return found[-1], f"newest checkpoint {found[-1].name} of {path} (training has not finished)"
+    raise PycpilotError(f"{path} holds no model: no config.json with weights and no sealed checkpoints/")
+
+
+def load_model(path: Path | str, dtype: Any = None) -> Loaded:
+    """Model and tokenizer from `path` (see the module docstring); never touches the network."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from pycpilot.tokenizer.load import load_tokenizer
+
+    folder, note = resolve_model_dir(Path(path))
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise PycpilotError(f"{folder}/config.json is not readable JSON (truncated or corrupt?)") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise PycpilotError(f"{folder}/config.json does not describe a model (no model_type)")
+    tokenizer = load_tokenizer(folder)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=dtype or torch.float32, local_files_only=True, attn_implementation="sdpa"
+        )
+    except Exception as exc:  # safetensors, torch and json errors alike: a damaged or foreign folder
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise PycpilotError(f"cannot load the model in {folder}: {first}") from None
+    model.eval()
+    return Loaded(folder, model, tokenizer, note)

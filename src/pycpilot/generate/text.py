@@ -1,0 +1,107 @@
+"""From token ids to text as they arrive, and where a completion stops (stop strings and `--scope`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# CodeParrot's HumanEval stops: a new top-level statement ends the function being written.
+BLOCK_STOPS = ["\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif"]
+SCOPES = ("line", "block", "file")
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level BPE spells each byte as one printable character; this is that map, inverted."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+class TokenText:
+    """Bytes of every token id (byte-level BPE), so text grows by a table lookup per token; other tokenizers
+    fall back to decoding the whole sequence."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.special = set(tokenizer.all_special_ids)
+        alphabet = _byte_level_alphabet()
+        table: list[bytes] | None = []
+        for token in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))):
+            if token is None or any(ch not in alphabet for ch in token):
+                table = None
+                break
+            table.append(bytes(alphabet[ch] for ch in token))
+        self.table = table
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of `ids`, special tokens dropped; a multi-byte character cut at the end is left out."""
+        if self.table is None:
+            return self.tokenizer.decode([i for i in ids if i not in self.special])
+        data = b"".join(self.table[i] for i in ids if i not in self.special)
+        text = data.decode("utf-8", errors="replace")
+        # An incomplete UTF-8 sequence at the very end is still arriving: do not show a replacement for it.
+        for cut in range(1, min(4, len(data)) + 1):
+            byte = data[-cut]
+            if byte < 0x80:  # ASCII: everything before is complete
+                break
+            if byte >= 0xC0:  # the lead byte of the last character
+                need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+                if need > cut:
+                    return data[:-cut].decode("utf-8", errors="replace")
+                break
+        return text
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+class Stopper:
+    """Where the completion of one prompt ends: a stop string, the end of the line, or of the block."""
+
+    def __init__(self, prompt: str, stops: list[str], scope: str) -> None:
+        self.scope = scope
+        self.stops = [s for s in stops if s] + (BLOCK_STOPS if scope == "block" else [])
+        self.current_line = prompt.rsplit("\n", 1)[-1]  # the line the cursor is on
+        self.hold = max((len(s) for s in self.stops), default=1)  # what streaming keeps back
+
+    def cut(self, text: str) -> int | None:
+        """The length to keep when `text` is finished by the scope or a stop string, else None."""
+        ends = [i for s in self.stops if (i := text.find(s)) >= 0]
+        if self.scope == "line" and "\n" in text:
+            ends.append(text.index("\n"))
+        if self.scope == "block":
+            ends += [i for i in [self._dedent(text)] if i is not None]
+        return min(ends) if ends else None
+
+    def _dedent(self, text: str) -> int | None:
+        """Where a line of the completion starts indented less than the first one it wrote: the block is over.
+
+        Only lines holding completion text count (not the prompt's own line), and a line counts as soon as it
+        has a visible character, since its indentation cannot change after that.
+        """
+        head = self.current_line
+        base = None
+        start = 0  # where the line starts in head + text
+        for line in (head + text).split("\n"):
+            if line.strip() and start + len(line) > len(head):
+                if base is None:
+                    base = _indent(line)
+                elif _indent(line) < base:
+                    return start - 1 - len(head)  # before the newline that opened this line
+            start += len(line) + 1
+        return None
+
+
+def safe_stream_length(text: str, stopper: Stopper) -> int:
+    """How much of an unfinished completion can be shown: all but what a stop might still cut away."""
+    safe = len(text) - (stopper.hold - 1)
+    if stopper.scope in ("line", "block") and "\n" in text:  # scope cuts fall on newlines
+        safe = min(safe, text.rfind("\n"))
+    return max(safe, 0)

@@ -1,0 +1,183 @@
+"""Completion: the fast decoder against transformers' generate, sampling, stops and scopes, FIM, loading."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pycpilot.errors import PycpilotError
+from pycpilot.generate import CompleteConfig, Completer, complete
+from pycpilot.generate.decode import FastGPT2
+from pycpilot.generate.load import resolve_model_dir
+from pycpilot.generate.text import Stopper, TokenText, safe_stream_length
+
+PROMPTS = ["class Store:\n    def __init__(self, size):\n", "def mean", "import math\n\n\ndef helper_g1x3_2(x):\n"]
+
+
+@pytest.fixture(scope="module")
+def completer(tiny_run: Path) -> Completer:
+    return Completer(tiny_run)
+
+
+def test_greedy_fast_decoder_equals_transformers_generate(tiny_run: Path, completer: Completer) -> None:
+    hf = Completer(tiny_run, engine="hf")
+    assert (completer.engine, hf.engine) == ("fast", "hf")
+    for prompt in PROMPTS:
+        ours = completer.complete(prompt, max_new_tokens=60, scope="file").completions[0]
+        theirs = hf.complete(prompt, max_new_tokens=60, scope="file").completions[0]
+        assert ours.ids == theirs.ids and ours.text == theirs.text, prompt
+        assert len(ours.ids) > 10  # it really generated
+
+
+def test_prefill_logits_match_the_model(completer: Completer) -> None:
+    ids = completer.encode(PROMPTS[0], None)
+    fast = completer.fast
+    assert fast is not None
+    ours = fast.step(torch.tensor([ids]), 0, fast.new_cache(1, len(ids)))
+    with torch.no_grad():
+        theirs = completer.model(torch.tensor([ids])).logits[:, -1]
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_sampling_is_reproducible_with_a_seed_and_n_rows_differ(completer: Completer) -> None:
+    kw = dict(n=4, max_new_tokens=30, temperature=1.0, top_p=0.95, top_k=50, scope="file")
+    a = [c.ids for c in completer.complete(PROMPTS[1], seed=1, **kw).completions]
+    b = [c.ids for c in completer.complete(PROMPTS[1], seed=1, **kw).completions]
+    c = [c.ids for c in completer.complete(PROMPTS[1], seed=2, **kw).completions]
+    assert a == b and a != c
+    assert len({tuple(x) for x in a}) > 1  # the rows are sampled independently
+
+
+def test_stops_scopes_and_finish_reasons(completer: Completer) -> None:
+    long = completer.complete(PROMPTS[0], max_new_tokens=12, scope="file").completions[0]
+    assert long.finish_reason == "length" and long.tokens == 12
+    line = completer.complete(PROMPTS[0], max_new_tokens=60, scope="line").completions[0]
+    assert "\n" not in line.text and line.finish_reason == "stop"
+    full = completer.complete(PROMPTS[0], max_new_tokens=60, scope="file").completions[0].text
+    word = full[6:10]  # a piece of what it writes anyway
+    cut = completer.complete(PROMPTS[0], max_new_tokens=60, scope="file", stop=[word]).completions[0]
+    assert cut.finish_reason == "stop" and cut.text == full[: full.index(word)]
+
+
+def test_streamed_text_is_the_completion(completer: Completer) -> None:
+    pieces: list[str] = []
+    done = completer.complete(PROMPTS[2], max_new_tokens=50, scope="block", on_text=pieces.append).completions[0]
+    assert "".join(pieces) == done.text and len(pieces) >= 1
+
+
+def test_block_scope_stops_at_a_dedent_or_a_new_top_level_statement() -> None:
+    s = Stopper("def f(x):\n", [], "block")
+    text = "    y = x + 1\n    return y\n\nz = f(2)\n"
+    assert text[: s.cut(text)] == "    y = x + 1\n    return y\n"
+    assert s.cut("    if x:\n        return 1\n    return 2") is None  # deeper, then back to the block: fine
+    assert s.cut("    return x\ndef g():") is not None  # CodeParrot's "\ndef"
+    inline = Stopper("    x = fo", [], "block")  # the cursor mid-line: that line sets the block's indentation
+    assert inline.cut("o(1)\n    y = 2\nprint(y)") == len("o(1)\n    y = 2")
+    line = Stopper("x = ", [], "line")
+    assert line.cut("1\ny = 2") == 1 and line.cut("1") is None
+    custom = Stopper("", ["###"], "file")
+    assert custom.cut("a ## b ### c") == 7 and safe_stream_length("ab##", custom) == 2
+
+
+def test_fill_in_the_middle_uses_the_psm_layout(completer: Completer) -> None:
+    ids = completer.encode("def f(x):\n    ", "\n    return y\n")
+    vocab = completer.tokenizer.get_vocab()
+    assert ids[0] == vocab["<fim_prefix>"] and ids[-1] == vocab["<fim_middle>"] and vocab["<fim_suffix>"] in ids
+    out = completer.complete("def f(x):\n    ", suffix="\n    return y\n", max_new_tokens=20)
+    assert out.completions and out.prompt_tokens == len(ids)
+
+
+def test_a_prompt_longer_than_the_context_is_cut_from_the_left(completer: Completer) -> None:
+    prompt = "x = 1\n" * 400
+    out = completer.complete(prompt, max_new_tokens=16, scope="file")
+    assert out.prompt_cut > 0 and out.prompt_tokens + 16 <= completer.context
+
+
+def test_token_text_matches_the_tokenizer_and_holds_back_a_cut_character(completer: Completer) -> None:
+    text = TokenText(completer.tokenizer)
+    assert text.table is not None  # byte-level BPE: the fast path
+    sample = 'def café(x):\n    return "naïve ✓"\n'
+    ids = completer.tokenizer(sample, add_special_tokens=False)["input_ids"]
+    assert text.decode(ids) == completer.tokenizer.decode(ids) == sample
+    data = "✓".encode()
+    partial = [i for i, b in enumerate(text.table) if b == data[:1]]
+    if partial:  # a token that is the first byte of a 3-byte character: nothing shows yet
+        assert text.decode([partial[0]]) == ""
+
+
+def test_int8_weights_stay_close_to_fp32(completer: Completer) -> None:
+    fast, fast8 = completer.fast, FastGPT2(completer.model, int8=True)
+    assert fast is not None
+    ids = torch.tensor([completer.encode(PROMPTS[0], None)])
+    a = fast.step(ids, 0, fast.new_cache(1, ids.shape[1]))
+    b = fast8.step(ids, 0, fast8.new_cache(1, ids.shape[1]))
+    assert torch.nn.functional.cosine_similarity(a, b).item() > 0.99 and not torch.equal(a, b)
+
+
+def test_a_training_run_loads_its_newest_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
+    running = tmp_path / "running"
+    shutil.copytree(tiny_run / "checkpoints", running / "checkpoints")
+    folder, note = resolve_model_dir(running)
+    assert folder.name == "step-0000040" and "training has not finished" in note
+    assert Completer(running).complete("def", max_new_tokens=4).completions
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: (p / "model.safetensors").unlink() or p, "holds no model"),
+        (lambda p: (p / "config.json").write_text("{not json") and p, "config.json is not readable JSON"),
+        (lambda p: (p / "config.json").write_text("[1]") and p, "does not describe a model"),
+        (lambda p: (p / "tokenizer.json").unlink() or p, "not a complete tokenizer folder"),
+    ],
+)
+def test_bad_model_folders_are_one_line_errors(make, message: str, tiny_run: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_run, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    with pytest.raises(PycpilotError, match=message):
+        Completer(make(folder))
+
+
+def test_truncated_weights_are_one_line_errors(tiny_run: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_run, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(PycpilotError, match="cannot load the model"):
+        Completer(folder)
+
+
+def test_cli_completes_from_stdin_and_reports(tiny_run: Path) -> None:
+    exe = str(Path(sys.executable).with_name("pycpilot"))
+    done = subprocess.run(
+        [exe, "complete", "--model", str(tiny_run), "--max-new-tokens", "20", "--scope", "line"],
+        input="def mean",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "\n" not in done.stdout.rstrip("\n") and "fast engine" in done.stderr and "tokens/s" in done.stderr
+    bad = subprocess.run(
+        [exe, "complete", "--model", str(tiny_run), "--top-p", "2", "x"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "pycpilot complete: error: --top-p must be in (0, 1]"
+    ]
+
+
+def test_config_reads_prompt_files(tiny_run: Path, tmp_path: Path) -> None:
+    f = tmp_path / "p.py"
+    f.write_bytes(b"\xff\xfe")
+    with pytest.raises(PycpilotError, match="is not UTF-8"):
+        complete(CompleteConfig(model=tiny_run, file=f, quiet=True))
+    f.write_text("def f(", encoding="utf-8")
+    assert complete(CompleteConfig(model=tiny_run, file=f, quiet=True, max_new_tokens=3)).completions
+    assert json.loads((tiny_run / "manifest.json").read_text())["status"] == "done"
