@@ -153,6 +153,8 @@ class Completer:
     def _finish(self, new: list[int], stopper: Stopper, length_done: bool) -> Completion | None:
         """The completion if row `new` is finished (EOS/special, a stop, or out of tokens), else None."""
         ended = bool(new) and new[-1] in self.stop_ids
+        if not (ended or length_done or stopper.stops or stopper.scope != "file"):
+            return None  # only EOS or the length can end it: no need to look at the text yet
         text = self.text.decode(new[:-1] if ended else new)
         where = stopper.cut(text)
         if where is not None:
@@ -181,8 +183,9 @@ class Completer:
         assert fast is not None
         cache = fast.new_cache(n, len(ids) + max_new)
         # The prompt once, then its keys and values copied to every row.
-        logits = fast.step(torch.tensor([ids]), 0, cache[:, :, :1])
-        cache[:, :, 1:, :, : len(ids)] = cache[:, :, :1, :, : len(ids)]
+        logits = fast.step(torch.tensor([ids]), 0, cache.row(0))
+        if n > 1:
+            cache.copy_row(0, len(ids))
         logits = logits.expand(n, -1)
         rows: list[list[int]] = [[] for _ in range(n)]
         done: list[Completion | None] = [None] * n
