@@ -76,6 +76,8 @@ def test_scoring_a_samples_file_keeps_input_order(tmp_path: Path) -> None:
         (b"\xff\xfe\n", "line 1: not UTF-8"),
         (b"\n\n", "holds no samples"),
         (b'{"task_id": "Nope/1", "completion": "x"}\n', "unknown task_id Nope/1"),
+        (b"[" * 100_000 + b"\n", "line 1: not JSON \\(nested too deeply\\)"),
+        (b'{"task_id": "HumanEval/0", "completion": "\\ud800"}\n', "line 1: holds a lone surrogate"),
     ],
 )
 def test_bad_samples_files_are_one_line_errors(content: bytes, message: str, tmp_path: Path) -> None:
@@ -150,3 +152,97 @@ def test_eval_cli_errors_are_one_line(tiny_run: Path, tmp_path: Path) -> None:
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         f"pycpilot eval: error: --data {tmp_path / 'none'} does not exist"
     ]
+
+
+def test_samples_files_with_a_bom_extra_keys_and_duplicates_are_read(tmp_path: Path, monkeypatch) -> None:
+    from pycpilot.evaluate import humaneval
+
+    row = {"task_id": "HumanEval/0", "completion": "    return 1\n", "model": "x"}
+    samples = write(tmp_path / "s.jsonl", b"\xef\xbb\xbf" + (json.dumps(row) + "\n").encode() * 2)
+    assert humaneval.read_samples(samples) == [row, row]
+    monkeypatch.setattr(humaneval, "MAX_SAMPLES_BYTES", 50)
+    with pytest.raises(PycpilotError, match="larger than"):
+        humaneval.read_samples(samples)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        (dict(temperatures=[0.2, 0.2]), "--temperature values must differ"),
+        (dict(temperatures=[1e-9]), "--temperature must be 0"),
+        (dict(temperatures=[math.nan]), "--temperature must be 0"),
+    ],
+)
+def test_bad_humaneval_options_are_one_line_errors(kw: dict, message: str, tmp_path: Path) -> None:
+    with pytest.raises(PycpilotError, match=message):
+        HumanEvalConfig(out=tmp_path / "o", model=tmp_path, **kw).validate()
+
+
+def test_a_large_humaneval_seed_still_samples(tiny_run: Path, tmp_path: Path) -> None:
+    from pycpilot.evaluate.sampling import sample_humaneval
+
+    cfg = HumanEvalConfig(out=tmp_path / "o", model=tiny_run, n=2, temperatures=[0.8], limit=1, max_new_tokens=4)
+    cfg.seed, cfg.quiet = 10**15, True  # derived seeds pass 2**64, which torch refuses
+    rows, summary = sample_humaneval(cfg, load_problems(), lambda s: ([{**r, "passed": False} for r in s], 0.0))
+    assert len(rows) == 2 and summary["T=0.8"]["samples"] == 2
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [(dict(stride=0), "--stride must be at least 1"), (dict(limit=0), "--limit"), (dict(limit=-1), "--limit")],
+)
+def test_bad_perplexity_options_are_one_line_errors(kw: dict, message: str, tmp_path: Path) -> None:
+    with pytest.raises(PycpilotError, match=message):
+        evaluate_perplexity(PerplexityConfig(model=tmp_path / "no-model", data=tmp_path, quiet=True, **kw))
+
+
+def test_held_out_files_skip_binary_huge_special_and_empty_ones(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    from pycpilot.evaluate import texts
+
+    folder = tmp_path / "held"
+    write(folder / "ok.py", b"\xef\xbb\xbfx = 1\n")
+    write(folder / "nul.py", b"x = 1\x00\n")
+    write(folder / "empty.py", b" \n")
+    write(folder / "big.py", b"x = 1\n" * 100)
+    os.mkfifo(folder / "fifo.py")  # would block a plain read forever
+    monkeypatch.setattr(texts, "MAX_FILE_BYTES", 100)
+    assert texts.read_texts(folder, "valid") == ([("ok.py", "x = 1\n")], 4)
+    with pytest.raises(PycpilotError, match="holds no readable, non-empty Python files"):
+        texts.read_texts(folder / "big.py", "valid")
+    (folder / "empty").mkdir()
+    with pytest.raises(PycpilotError, match=r"holds no readable, non-empty Python files \(0 skipped\)"):
+        texts.read_texts(folder / "empty", "valid")
+
+
+def test_data_folders_without_the_split_or_text_are_one_line_errors(tiny_run: Path, tmp_path: Path) -> None:
+    from datasets import Dataset, DatasetDict
+
+    from pycpilot.evaluate.texts import read_texts
+
+    with pytest.raises(PycpilotError, match="has no nope split"):
+        read_texts(tiny_run.parent / "gdata", "nope")
+    DatasetDict({"valid": Dataset.from_dict({"content": ["", " \n", None]})}).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(PycpilotError, match="split valid holds no non-empty files"):
+        read_texts(tmp_path / "d", "valid")
+
+
+def test_eval_out_never_clobbers_another_stages_folder(tiny_run: Path, tmp_path: Path) -> None:
+    folder = write(tmp_path / "held" / "f.py", 'TOKEN = "<|endoftext|><fim_prefix>"\n').parent
+    before = (tiny_run / "manifest.json").read_text()
+    with pytest.raises(PycpilotError, match=r"refusing to write into .* not the output of an earlier eval-perplexity"):
+        evaluate_perplexity(PerplexityConfig(model=tiny_run, data=folder, quiet=True, out=tiny_run))
+    with pytest.raises(PycpilotError, match="refusing to write into"):
+        evaluate_lines(LinesConfig(model=tiny_run, data=folder, quiet=True, out=tiny_run))
+    with pytest.raises(PycpilotError, match=r"no matching manifest\.json"):  # files, no manifest: not ours either
+        evaluate_lines(LinesConfig(model=tiny_run, data=folder, quiet=True, out=folder))
+    assert (tiny_run / "manifest.json").read_text() == before and not (tiny_run / "perplexity.json").exists()
+    out = tmp_path / "o"
+    for _ in range(2):  # its own earlier output is replaced
+        s = evaluate_perplexity(PerplexityConfig(model=tiny_run, data=folder, quiet=True, out=out))
+    from pycpilot.generate import Completer
+
+    text = (folder / "f.py").read_text()
+    assert s["tokens"] == len(Completer(tiny_run).tokens(text)) + 1  # special spellings are text, as in training
+    assert json.loads((out / "manifest.json").read_text())["stage"] == "eval-perplexity"

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,130 @@ def test_config_reads_prompt_files(tiny_run: Path, tmp_path: Path) -> None:
     f.write_text("def f(", encoding="utf-8")
     assert complete(CompleteConfig(model=tiny_run, file=f, quiet=True, max_new_tokens=3)).completions
     assert json.loads((tiny_run / "manifest.json").read_text())["status"] == "done"
+
+
+def test_a_large_max_new_tokens_leaves_the_prompt_at_least_half_the_context(completer: Completer) -> None:
+    ids = completer.encode("def mean", None)
+    short = completer.complete("def mean", max_new_tokens=10_000, scope="file")  # the prompt was cut to 1 token
+    assert short.prompt_cut == 0 and short.prompt_tokens == len(ids)
+    assert short.completions[0].tokens <= completer.context - len(ids)
+    long = completer.complete("x = 1\n" * 400, max_new_tokens=10_000, scope="file")
+    assert long.prompt_tokens == completer.context // 2 and long.prompt_cut > 0
+    humaneval = completer.complete(PROMPTS[0], max_new_tokens=completer.context, bos=True, scope="file")
+    assert humaneval.prompt_cut == 0 and humaneval.prompt_tokens == len(completer.encode(PROMPTS[0], None)) + 1
+
+
+def test_a_long_fill_in_the_middle_prompt_keeps_its_fim_tokens(completer: Completer) -> None:
+    prefix_id, suffix_id, middle_id = completer.fim
+    suffix = "".join(f"y{i} = {i}\n" for i in range(300))
+    ids, cut = completer._fit("x = 1\n" * 400, suffix, False, 100)
+    assert len(ids) == 100 and cut > 0 and (ids[0], ids[-1]) == (prefix_id, middle_id) and ids.count(suffix_id) == 1
+    whole = completer.encode("", suffix)
+    assert ids[: ids.index(suffix_id) + 1] == [prefix_id, suffix_id]  # the prefix went first, ...
+    assert ids[ids.index(suffix_id) : -1] == whole[1:-1][: 100 - 3 + 1]  # ... then the end of the suffix
+    out = completer.complete("x = 1\n" * 400, suffix="y = 2\n" * 400, max_new_tokens=8)
+    assert out.prompt_cut > 0 and out.completions[0].tokens >= 1
+
+
+def test_special_token_spellings_in_a_prompt_are_plain_text(completer: Completer) -> None:
+    special = set(completer.tokenizer.all_special_ids)
+    for text in ("<|endoftext|>", "<fim_prefix>", 'x = "<fim_middle>"\n'):
+        ids = completer.encode(text, None)
+        assert len(ids) > 1 and not special & set(ids), text  # as `pack` encoded the training files
+        assert completer.complete(text, max_new_tokens=4).completions
+    assert completer.complete("", max_new_tokens=4).prompt_tokens == 1  # the end-of-text token alone
+
+
+def test_the_hf_engine_stops_and_counts_as_the_fast_one(tiny_run: Path, completer: Completer) -> None:
+    hf = Completer(tiny_run, engine="hf")
+    full = completer.complete(PROMPTS[0], max_new_tokens=40, scope="file").completions[0].text
+    for kw in (dict(stop=[full[8:11]], scope="file"), dict(scope="line"), dict(scope="block"), dict(n=2)):
+        ours = completer.complete(PROMPTS[0], max_new_tokens=40, **kw).completions  # type: ignore[arg-type]
+        theirs = hf.complete(PROMPTS[0], max_new_tokens=40, **kw).completions  # type: ignore[arg-type]
+        assert [(c.text, c.finish_reason, c.tokens, c.ids) for c in ours] == [
+            (c.text, c.finish_reason, c.tokens, c.ids) for c in theirs
+        ], kw
+    pieces: list[str] = []
+    done = hf.complete(PROMPTS[2], max_new_tokens=20, on_text=pieces.append).completions[0]
+    assert "".join(pieces) == done.text  # `complete` prints the first completion through on_text
+
+
+@pytest.mark.parametrize("engine", ["fast", "hf"])
+def test_a_deadline_or_cancel_ends_every_row_as_length(engine: str, tiny_run: Path, completer: Completer) -> None:
+    c = completer if engine == "fast" else Completer(tiny_run, engine="hf")
+    for kw in (dict(deadline=time.monotonic() - 1), dict(cancelled=lambda: True)):
+        out = c.complete(PROMPTS[0], n=3, max_new_tokens=50, temperature=1.0, scope="file", **kw)  # type: ignore
+        assert [(x.finish_reason, x.tokens) for x in out.completions] == [("length", 1)] * 3, kw
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        (dict(n=0), "-n must be between 1 and 256"),
+        (dict(max_new_tokens=0), "--max-new-tokens must be at least 1"),
+        (dict(temperature=1e-45), "--temperature must be 0"),  # logits / T overflow: NaN probabilities
+        (dict(temperature=float("inf")), "--temperature must be 0"),
+        (dict(seed=2**70), "--seed must be between"),
+        (dict(scope="function"), "--scope must be one of"),
+        (dict(stop=[""]), "--stop strings must not be empty"),
+    ],
+)
+def test_bad_settings_of_complete_are_one_line_errors(kw: dict, message: str, completer: Completer) -> None:
+    with pytest.raises(PycpilotError, match=message):
+        completer.complete("def f", **kw)
+
+
+def test_a_suffix_needs_fim_tokens(completer: Completer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(completer, "fim", [None, None, None])
+    with pytest.raises(PycpilotError, match="no fill-in-the-middle tokens"):
+        completer.complete("def f(", suffix=")\n")
+
+
+def test_block_scope_ignores_spaces_after_the_prompts_own_line() -> None:
+    s = Stopper("def f(x):", [], "block")
+    for first in ("", "  "):  # trailing spaces on `def f(x):` do not make it the block's first line
+        text = first + "\n    return x\nprint(f(1))"
+        assert text[: s.cut(text)] == first + "\n    return x"
+
+
+def test_ids_past_the_tokenizer_decode_to_nothing(completer: Completer) -> None:
+    text = TokenText(completer.tokenizer)
+    assert text.table is not None
+    ab = completer.tokenizer("ab", add_special_tokens=False)["input_ids"]
+    assert text.decode([ab[0], len(text.table) + 3, *ab[1:]]) == "ab"  # a model with a padded vocabulary
+
+
+def test_a_tokenizer_larger_than_the_model_is_a_one_line_error(tiny_run: Path, tmp_path: Path) -> None:
+    from pycpilot.tokenizer.load import load_tokenizer
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_run, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    tokenizer = load_tokenizer(folder)
+    tokenizer.add_tokens(["qqzzxx"])
+    tokenizer.save_pretrained(folder)
+    with pytest.raises(PycpilotError, match="tokens but the model only"):
+        Completer(folder)
+
+
+def test_cli_bad_prompts_are_one_line_errors(tiny_run: Path, tmp_path: Path) -> None:
+    exe = str(Path(sys.executable).with_name("pycpilot"))
+    base = [exe, "complete", "--model", str(tiny_run), "--max-new-tokens", "4"]
+    f = tmp_path / "p.py"
+    f.write_text("def f(", encoding="utf-8")
+    for args, stdin, message in [
+        ([], b"def \xff\xfe", "stdin is not UTF-8 text"),
+        (["--temperature", "1e-45"], b"def f", "--temperature must be 0 (greedy) or a finite number >= 1e-06"),
+        (["x", "--file", str(f)], b"", "give a prompt or --file, not both"),
+    ]:
+        done = subprocess.run([*base, *args], input=stdin, capture_output=True, timeout=120)
+        assert done.returncode == 2 and done.stderr.decode().strip().splitlines() == [
+            f"pycpilot complete: error: {message}"
+        ], done.stderr
+
+
+def test_a_huge_prompt_file_is_a_one_line_error(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sys.modules["pycpilot.generate.complete"], "MAX_PROMPT_BYTES", 1000)
+    f = tmp_path / "big.py"
+    f.write_text("x = 1\n" * 200, encoding="utf-8")
+    with pytest.raises(PycpilotError, match=r"big\.py holds more than"):
+        complete(CompleteConfig(model=tiny_run, file=f, quiet=True))

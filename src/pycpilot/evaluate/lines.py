@@ -19,8 +19,10 @@ from typing import Any
 from tqdm import tqdm
 
 from pycpilot.errors import PycpilotError
-from pycpilot.evaluate.texts import read_texts
-from pycpilot.manifest import base_manifest, write_json_atomic
+from pycpilot.evaluate.texts import check_out, read_texts, write_out
+from pycpilot.manifest import MANIFEST, base_manifest
+
+STAGE = "eval-lines"
 
 
 @dataclass
@@ -39,6 +41,7 @@ class LinesConfig:
     def validate(self) -> None:
         if self.samples < 1 or self.max_new_tokens < 1:
             raise PycpilotError("--samples and --max-new-tokens must be at least 1")
+        check_out(None if self.out is None else Path(self.out), STAGE)
 
 
 @dataclass
@@ -120,11 +123,9 @@ def evaluate_lines(cfg: LinesConfig) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - start, 2),
     }
     if cfg.out is not None:
-        out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "lines.json", {"summary": summary, "rows": rows})
         config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
-        write_json_atomic(out / "manifest.json", base_manifest("eval-lines", config) | {"summary": summary})
+        manifest = base_manifest(STAGE, config) | {"summary": summary}
+        write_out(Path(cfg.out), STAGE, {"lines.json": {"summary": summary, "rows": rows}, MANIFEST: manifest})
     if not cfg.quiet:
         parsed = f"{summary['parses']:.1f}%" if summary["parses"] is not None else "n/a"
         print(

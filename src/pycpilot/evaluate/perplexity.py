@@ -19,8 +19,10 @@ import torch
 from tqdm import tqdm
 
 from pycpilot.errors import PycpilotError
-from pycpilot.evaluate.texts import read_texts
-from pycpilot.manifest import base_manifest, write_json_atomic
+from pycpilot.evaluate.texts import check_out, read_texts, write_out
+from pycpilot.manifest import MANIFEST, base_manifest
+
+STAGE = "eval-perplexity"
 
 
 @dataclass
@@ -34,6 +36,13 @@ class PerplexityConfig:
     limit: int | None = None  # the first N files only
     out: Path | None = None  # also write summary.json + manifest.json here
     quiet: bool = False
+
+    def validate(self) -> None:
+        if self.stride is not None and self.stride < 1:
+            raise PycpilotError("--stride must be at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise PycpilotError("--limit must be at least 1")
+        check_out(None if self.out is None else Path(self.out), STAGE)
 
 
 def _windows(n: int, context: int, stride: int) -> list[tuple[int, int, int]]:
@@ -64,6 +73,7 @@ def file_nll(forward: Any, ids: list[int], context: int, stride: int) -> float:
 def evaluate_perplexity(cfg: PerplexityConfig) -> dict[str, Any]:
     from pycpilot.generate import Completer
 
+    cfg.validate()
     completer = Completer(cfg.model)
     context = completer.context
     stride = cfg.stride or max(context // 2, 1)
@@ -83,7 +93,7 @@ def evaluate_perplexity(cfg: PerplexityConfig) -> dict[str, Any]:
     nll, tokens, n_bytes = 0.0, 0, 0
     bar = tqdm(texts, desc="perplexity", unit="file", disable=cfg.quiet, file=sys.stderr)
     for _name, text in bar:
-        ids = [eos, *completer.tokenizer(text, add_special_tokens=False)["input_ids"], eos]
+        ids = [eos, *completer.tokens(text), eos]  # a special token's spelling in a file is text, as in training
         nll += file_nll(forward, ids, context, stride)
         tokens += len(ids) - 1
         n_bytes += len(text.encode("utf-8"))
@@ -105,12 +115,9 @@ def evaluate_perplexity(cfg: PerplexityConfig) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - start, 2),
     }
     if cfg.out is not None:
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        write_json_atomic(Path(cfg.out) / "perplexity.json", summary)
         config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
-        write_json_atomic(
-            Path(cfg.out) / "manifest.json", base_manifest("eval-perplexity", config) | {"summary": summary}
-        )
+        manifest = base_manifest(STAGE, config) | {"summary": summary}
+        write_out(Path(cfg.out), STAGE, {"perplexity.json": summary, MANIFEST: manifest})
     if not cfg.quiet:
         print(
             f"perplexity: {summary['files']:,} files ({skipped} skipped), {tokens:,} tokens, {n_bytes:,} bytes: "

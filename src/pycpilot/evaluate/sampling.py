@@ -37,7 +37,7 @@ def sample_humaneval(
         for p_index, task in enumerate(bar):
             prompt = problems[task]["prompt"].strip()
             for first in range(0, cfg.n, cfg.batch_size):
-                seed = ((cfg.seed * 1009 + t_index) * 1009 + p_index) * 1009 + first
+                seed = (((cfg.seed * 1009 + t_index) * 1009 + p_index) * 1009 + first) % 2**63  # what torch takes
                 out = completer.complete(
                     prompt,
                     n=min(cfg.batch_size, cfg.n - first),

@@ -6,6 +6,7 @@ GPT-2 models; anything else, or `engine="hf"`, goes through transformers' `gener
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +21,31 @@ from pycpilot.generate.decode import FastGPT2, Unsupported, sample_next
 from pycpilot.generate.load import load_model
 from pycpilot.generate.text import SCOPES, Stopper, TokenText, safe_stream_length
 from pycpilot.tokenizer.specials import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+
+MIN_TEMPERATURE = 1e-6  # below this, logits / temperature overflow to inf and sampling breaks: use 0 (greedy)
+MAX_PROMPT_BYTES = 16 * 2**20  # a prompt file or stdin; only its last context's worth of tokens is used anyway
+
+
+def check_settings(
+    n: int, max_new_tokens: int, temperature: float, top_p: float, top_k: int, stop: list[str], scope: str, seed: int
+) -> None:
+    """The sampling settings of `pycpilot complete` and `Completer.complete`, each bad one a one-line error."""
+    checks = [
+        (max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
+        (
+            temperature == 0 or MIN_TEMPERATURE <= temperature < math.inf,
+            f"--temperature must be 0 (greedy) or a finite number >= {MIN_TEMPERATURE:g}",
+        ),
+        (0 < top_p <= 1, "--top-p must be in (0, 1]"),
+        (top_k >= 0, "--top-k must be >= 0"),
+        (1 <= n <= 256, "-n must be between 1 and 256"),
+        (scope in SCOPES, f"--scope must be one of {', '.join(SCOPES)}"),
+        (all(isinstance(s, str) and s for s in stop), "--stop strings must not be empty"),
+        (0 <= seed < 2**63, "--seed must be between 0 and 2**63 - 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise PycpilotError(message)
 
 
 @dataclass
@@ -44,20 +70,13 @@ class CompleteConfig:
     quiet: bool = False
 
     def validate(self) -> None:
-        checks = [
-            (self.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
-            (self.temperature >= 0, "--temperature must be >= 0"),
-            (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
-            (self.top_k >= 0, "--top-k must be >= 0"),
-            (1 <= self.n <= 256, "-n must be between 1 and 256"),
-            (self.scope in SCOPES, f"--scope must be one of {', '.join(SCOPES)}"),
-            (self.engine in ("fast", "hf"), "--engine must be fast or hf"),
-            (all(isinstance(s, str) and s for s in self.stop), "--stop strings must not be empty"),
-            (0 <= self.seed < 2**63, "--seed must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise PycpilotError(message)
+        check_settings(
+            self.n, self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.stop, self.scope, self.seed
+        )
+        if self.engine not in ("fast", "hf"):
+            raise PycpilotError("--engine must be fast or hf")
+        if self.prompt is not None and self.file is not None:
+            raise PycpilotError("give a prompt or --file, not both")
 
 
 @dataclass
@@ -100,16 +119,40 @@ class Completer:
         self.fim = [vocab.get(t) for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)]
         self.stop_ids = set(self.tokenizer.all_special_ids)
 
-    def encode(self, prompt: str, suffix: str | None) -> list[int]:
-        """Prompt ids; with a suffix, the PSM layout the model was trained on (each part encoded alone)."""
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+    def tokens(self, text: str) -> list[int]:
+        """Ids of `text` as data: a special token's spelling in it is plain text, as `pack` encoded training files."""
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] if text else []
+
+    def _parts(self, prompt: str, suffix: str | None) -> tuple[list[int], list[int], list[int]]:
+        """(head, prompt ids, tail): with a suffix, the PSM frame around the prompt (each part encoded alone)."""
+        ids = self.tokens(prompt)
         if suffix is None:
-            return ids
+            return [], ids, []
         if None in self.fim:
             raise PycpilotError("this model's tokenizer has no fill-in-the-middle tokens: complete without a suffix")
         prefix_id, suffix_id, middle_id = self.fim
-        tail = self.tokenizer(suffix, add_special_tokens=False)["input_ids"] if suffix else []
-        return [prefix_id, *ids, suffix_id, *tail, middle_id]  # type: ignore[list-item]
+        return [prefix_id], ids, [suffix_id, *self.tokens(suffix), middle_id]  # type: ignore[list-item]
+
+    def encode(self, prompt: str, suffix: str | None) -> list[int]:
+        """Prompt ids; with a suffix, the PSM layout the model was trained on (each part encoded alone)."""
+        head, ids, tail = self._parts(prompt, suffix)
+        return [*head, *ids, *tail]
+
+    def _fit(self, prompt: str, suffix: str | None, bos: bool, room: int) -> tuple[list[int], int]:
+        """The prompt's ids in at most `room` tokens, and how many were dropped: the start of the prompt goes
+        first (the leading end-of-text with it), then the end of the suffix; the FIM tokens always stay."""
+        head, ids, tail = self._parts(prompt, suffix)
+        left = [self.tokenizer.eos_token_id, *ids] if bos else ids
+        over = len(head) + len(left) + len(tail) - room
+        if over <= 0:
+            return [*head, *left, *tail], 0
+        drop = min(over, len(left))
+        rest = over - drop  # only with a suffix: cut its end, nearest the cursor stays
+        if rest:
+            if rest > len(tail) - 2:
+                raise PycpilotError(f"the model's context ({self.context} tokens) is too short to fill in the middle")
+            tail = [*tail[: len(tail) - 1 - rest], tail[-1]]
+        return [*head, *left[drop:], *tail], over
 
     def complete(
         self,
@@ -131,15 +174,15 @@ class Completer:
         """`n` completions of `prompt`; `on_text` gets the first one's text piece by piece as it is decided.
 
         `bos`: start with the end-of-text token, as files started in training (CodeParrot's HumanEval does).
-        `deadline` (time.monotonic) and `cancelled` end every row early, as "length"."""
+        `deadline` (time.monotonic) and `cancelled` end every row early, as "length".
+        The prompt and the new tokens share the context: a prompt too long for it loses its start, but keeps at
+        least half the context, and `max_new_tokens` shrinks to what is left."""
+        check_settings(n, max_new_tokens, temperature, top_p, top_k, stop or [], scope, seed)
         start = time.perf_counter()
-        ids = self.encode(prompt, suffix)
-        if bos:
-            ids = [self.tokenizer.eos_token_id, *ids]
         max_new_tokens = min(max_new_tokens, self.context - 1)
-        room = self.context - max_new_tokens
-        cut = max(len(ids) - room, 0)
-        ids = ids[cut:] or [self.tokenizer.eos_token_id]
+        ids, cut = self._fit(prompt, suffix, bos, max(self.context - max_new_tokens, self.context // 2, 1))
+        ids = ids or [self.tokenizer.eos_token_id]
+        max_new_tokens = min(max_new_tokens, self.context - len(ids))
         stoppers = [Stopper(prompt, stop or [], scope) for _ in range(n)]
         generator = torch.Generator().manual_seed(seed)
         if self.fast is not None:
@@ -147,7 +190,9 @@ class Completer:
                 ids, n, max_new_tokens, temperature, top_p, top_k, generator, stoppers, on_text, deadline, cancelled
             )
         else:
-            outs = self._hf(ids, n, max_new_tokens, temperature, top_p, top_k, seed, stoppers)
+            outs = self._hf(ids, n, max_new_tokens, temperature, top_p, top_k, seed, stoppers, deadline, cancelled)
+            if on_text is not None and outs[0].text:
+                on_text(outs[0].text)  # transformers' generate does not stream: all of it at the end
         return Result(outs, len(ids), cut, time.perf_counter() - start, self.engine)
 
     def _finish(self, new: list[int], stopper: Stopper, length_done: bool) -> Completion | None:
@@ -226,7 +271,16 @@ class Completer:
         top_k: int,
         seed: int,
         stoppers: list[Stopper],
+        deadline: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> list[Completion]:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class OutOfTime(StoppingCriteria):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+                late = (deadline is not None and time.monotonic() > deadline) or bool(cancelled and cancelled())
+                return torch.full((input_ids.shape[0],), late, dtype=torch.bool)
+
         torch.manual_seed(seed)
         sampling = temperature > 0
         extra: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "top_k": top_k} if sampling else {}
@@ -236,17 +290,23 @@ class Completer:
                 attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                 max_new_tokens=max_new,
                 do_sample=sampling,
-                num_return_sequences=n,
+                num_return_sequences=n if sampling else 1,  # greedy rows are all the same: generate cannot repeat one
                 pad_token_id=self.tokenizer.eos_token_id,
                 eos_token_id=sorted(self.stop_ids),
+                stopping_criteria=StoppingCriteriaList([OutOfTime()]),
                 **extra,
             )
+        out = out.expand(n, -1)
         results = []
         for r in range(n):
-            new = [t for t in out[r, len(ids) :].tolist()]
+            new = out[r, len(ids) :].tolist()
             end = next((i + 1 for i, t in enumerate(new) if t in self.stop_ids), len(new))
-            done = self._finish(new[:end], stoppers[r], True)
-            assert done is not None
+            # Token by token, as the fast loop decides: the same stop, finish reason and token count.
+            done = Completion("", "length", 0, [])
+            for k in range(1, end + 1):
+                if (found := self._finish(new[:k], stoppers[r], k == end)) is not None:
+                    done = found
+                    break
             results.append(done)
         return results
 
@@ -256,18 +316,22 @@ def read_prompt(cfg: CompleteConfig) -> str:
         return cfg.prompt
     if cfg.file is not None:
         try:
-            return Path(cfg.file).read_text(encoding="utf-8")
+            with open(cfg.file, "rb") as f:  # not stat: a FIFO (`--file <(...)`) has no size
+                data = f.read(MAX_PROMPT_BYTES + 1)
         except OSError as exc:
             raise PycpilotError(f"cannot read {cfg.file}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            raise PycpilotError(f"{cfg.file} is not UTF-8 text") from None
-    if sys.stdin.isatty():
-        raise PycpilotError("give a prompt, --file FILE, or text on stdin")
-    data = sys.stdin.buffer.read()
+        where = str(cfg.file)
+    else:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise PycpilotError("give a prompt, --file FILE, or text on stdin")
+        data = sys.stdin.buffer.read(MAX_PROMPT_BYTES + 1)
+        where = "stdin"
+    if len(data) > MAX_PROMPT_BYTES:
+        raise PycpilotError(f"{where} holds more than {MAX_PROMPT_BYTES // 2**20} MiB: too long for a prompt")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise PycpilotError("stdin is not UTF-8 text") from None
+        raise PycpilotError(f"{where} is not UTF-8 text") from None
 
 
 def complete(cfg: CompleteConfig) -> Result:
@@ -304,9 +368,15 @@ def complete(cfg: CompleteConfig) -> Result:
         out.write("\n")
         new = sum(c.tokens for c in result.completions)
         note = f", prompt cut by {result.prompt_cut} tokens on the left" if result.prompt_cut else ""
+        empty = sum(not c.text.strip() for c in result.completions)
+        if empty:
+            note += (
+                f"; {empty} of {cfg.n} completions are empty (the model ended the {cfg.scope} at once: "
+                "try --scope file, or sampling with --temperature)"
+            )
         print(
-            f"complete: {completer.loaded.note}, {result.engine} engine, {result.prompt_tokens} prompt tokens{note}, "
-            f"{new} new in {result.seconds * 1000:.0f} ms ({new / max(result.seconds, 1e-9):,.0f} tokens/s)",
+            f"complete: {completer.loaded.note}, {result.engine} engine, {result.prompt_tokens} prompt tokens, "
+            f"{new} new in {result.seconds * 1000:.0f} ms ({new / max(result.seconds, 1e-9):,.0f} tokens/s){note}",
             file=sys.stderr,
         )
     return result

@@ -66,4 +66,10 @@ def load_model(path: Path | str, dtype: Any = None) -> Loaded:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise PycpilotError(f"cannot load the model in {folder}: {first}") from None
     model.eval()
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:  # its ids past the model's embeddings would crash the first forward pass
+        raise PycpilotError(
+            f"the tokenizer in {folder} has {len(tokenizer):,} tokens but the model only {rows:,}: they do not belong "
+            "together"
+        )
     return Loaded(folder, model, tokenizer, note)

@@ -43,7 +43,8 @@ class TokenText:
         """The text of `ids`, special tokens dropped; a multi-byte character cut at the end is left out."""
         if self.table is None:
             return self.tokenizer.decode([i for i in ids if i not in self.special])
-        data = b"".join(self.table[i] for i in ids if i not in self.special)
+        table, size = self.table, len(self.table)  # a model may have more ids than its tokenizer: those are no text
+        data = b"".join(table[i] for i in ids if i < size and i not in self.special)
         text = data.decode("utf-8", errors="replace")
         # An incomplete UTF-8 sequence at the very end is still arriving: do not show a replacement for it.
         for cut in range(1, min(4, len(data)) + 1):
@@ -83,14 +84,14 @@ class Stopper:
     def _dedent(self, text: str) -> int | None:
         """Where a line of the completion starts indented less than the first one it wrote: the block is over.
 
-        Only lines holding completion text count (not the prompt's own line), and a line counts as soon as it
-        has a visible character, since its indentation cannot change after that.
+        Only lines where the completion wrote a visible character count (not the prompt's own line alone, nor it
+        with trailing spaces), and a line counts as soon as it has one, since its indentation cannot change after.
         """
         head = self.current_line
         base = None
         start = 0  # where the line starts in head + text
         for line in (head + text).split("\n"):
-            if line.strip() and start + len(line) > len(head):
+            if line[max(len(head) - start, 0) :].strip():
                 if base is None:
                     base = _indent(line)
                 elif _indent(line) < base:
