@@ -109,8 +109,8 @@ HOSTILE = {
     """,
     "memory bomb": """
         blocks = []
-        while True:
-            blocks.append(bytearray(64 << 20))
+        while True:  # bytes() uses calloc: address space grows without touching pages, so no slow machine times out
+            blocks.append(bytes(64 << 20))
     """,
     "busy loop": """
         while True:
