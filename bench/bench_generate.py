@@ -95,6 +95,9 @@ def measure(model_dir: Path, prompt: str, repeats: int) -> dict[str, object]:
     int8 = Completer(model_dir, int8=True)
     int8.stop_ids = set()
     int8_s, int8_out = timed(lambda: fast(int8), repeats)
+    on_torch = Completer(model_dir, engine="torch")  # our loop without the C step
+    on_torch.stop_ids = set()
+    torch_s, torch_out = timed(lambda: fast(on_torch), repeats)
     hf_new = hf_out[0, ids.shape[1] :].tolist()  # type: ignore[index]
     return {
         "params": sum(p.numel() for p in model.parameters()),
@@ -102,6 +105,9 @@ def measure(model_dir: Path, prompt: str, repeats: int) -> dict[str, object]:
         "hf": len(hf_new) / hf_s,
         "fast": fast_out.completions[0].tokens / fast_s,  # type: ignore[attr-defined]
         "int8": int8_out.completions[0].tokens / int8_s,  # type: ignore[attr-defined]
+        "torch": torch_out.completions[0].tokens / torch_s,  # type: ignore[attr-defined]
+        "engines": f"{ours.engine}, {int8.engine}, {on_torch.engine}",
+        "torch_equal": torch_out.completions[0].ids == hf_new,  # type: ignore[attr-defined]
         "equal": fast_out.completions[0].ids == hf_new,  # type: ignore[attr-defined]
         "int8_agree": _agree(int8_out.completions[0].ids, hf_new),  # type: ignore[attr-defined]
     }
@@ -169,8 +175,10 @@ def main() -> None:
             rows.append([
                 f"{name} ({m['params'] / 1e6:.1f}M)", str(m["prompt_tokens"]), f"{m['hf']:,.0f}",
                 f"{m['fast']:,.0f}", f"{fp32_x:.2f}x", "yes" if m["equal"] else "NO", f"{m['int8']:,.0f}",
-                f"{int8_x:.2f}x", f"{m['int8_agree']:.0%}",
+                f"{int8_x:.2f}x", f"{m['int8_agree']:.0%}", f"{m['torch']:,.0f}",
+                f"{m['torch'] / m['hf']:.2f}x", "yes" if m["torch_equal"] else "NO",  # type: ignore[operator]
             ])  # fmt: skip
+            engines = m["engines"]
             target_fp32, target_int8 = TARGETS[name]
             if target_fp32:
                 met = fp32_x >= target_fp32 and int8_x >= target_int8 and m["equal"]
@@ -183,7 +191,9 @@ def main() -> None:
             f"whole call, best of {args.repeats}; new tokens/s"
         )
         head = ["model", "prompt", "transformers", "ours fp32", "vs", "= greedy", "ours int8", "vs", "int8 = greedy"]
+        head += ["torch engine fp32", "vs", "= greedy"]
         print(table(head, rows))
+        print(f"engines (fp32, int8, torch column): {engines}; native threads: {torch.get_num_threads()}")
         fp32_bpb, int8_bpb = bits_per_byte(models["tiny"], tiny_pack, args.eval_blocks)
         print(
             f"int8 cost, tiny preset after {args.train_time} of training, first {args.eval_blocks} valid blocks: "

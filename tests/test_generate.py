@@ -26,11 +26,13 @@ def completer(tiny_run: Path) -> Completer:
     return Completer(tiny_run)
 
 
-def test_greedy_fast_decoder_equals_transformers_generate(tiny_run: Path, completer: Completer) -> None:
+@pytest.mark.parametrize("engine", ["auto", "torch"])
+def test_greedy_decoders_equal_transformers_generate(engine: str, tiny_run: Path, completer: Completer) -> None:
+    ours_engine = completer if engine == "auto" else Completer(tiny_run, engine=engine)
     hf = Completer(tiny_run, engine="hf")
-    assert (completer.engine, hf.engine) == ("fast", "hf")
+    assert (ours_engine.engine, hf.engine) == ("native" if engine == "auto" else "torch", "hf")
     for prompt in PROMPTS:
-        ours = completer.complete(prompt, max_new_tokens=60, scope="file").completions[0]
+        ours = ours_engine.complete(prompt, max_new_tokens=60, scope="file").completions[0]
         theirs = hf.complete(prompt, max_new_tokens=60, scope="file").completions[0]
         assert ours.ids == theirs.ids and ours.text == theirs.text, prompt
         assert len(ours.ids) > 10  # it really generated
@@ -165,7 +167,7 @@ def test_cli_completes_from_stdin_and_reports(tiny_run: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "\n" not in done.stdout.rstrip("\n") and "fast engine" in done.stderr and "tokens/s" in done.stderr
+    assert "\n" not in done.stdout.rstrip("\n") and "native engine" in done.stderr and "tokens/s" in done.stderr
     bad = subprocess.run(
         [exe, "complete", "--model", str(tiny_run), "--top-p", "2", "x"], capture_output=True, text=True
     )
@@ -230,9 +232,9 @@ def test_the_hf_engine_stops_and_counts_as_the_fast_one(tiny_run: Path, complete
     assert "".join(pieces) == done.text  # `complete` prints the first completion through on_text
 
 
-@pytest.mark.parametrize("engine", ["fast", "hf"])
+@pytest.mark.parametrize("engine", ["auto", "hf"])
 def test_a_deadline_or_cancel_ends_every_row_as_length(engine: str, tiny_run: Path, completer: Completer) -> None:
-    c = completer if engine == "fast" else Completer(tiny_run, engine="hf")
+    c = completer if engine == "auto" else Completer(tiny_run, engine="hf")
     for kw in (dict(deadline=time.monotonic() - 1), dict(cancelled=lambda: True)):
         out = c.complete(PROMPTS[0], n=3, max_new_tokens=50, temperature=1.0, scope="file", **kw)  # type: ignore
         assert [(x.finish_reason, x.tokens) for x in out.completions] == [("length", 1)] * 3, kw

@@ -32,7 +32,14 @@ def add_complete(sub: argparse._SubParsersAction) -> None:
         "default) or only at the end of the file (EOS)",
     )
     p.add_argument("--int8", action="store_true", help="int8 weights (faster; costs a little accuracy)")
-    p.add_argument("--engine", choices=["fast", "hf"], default="fast", help="decoder: ours, or transformers'")
+    p.add_argument(
+        "--engine",
+        choices=["auto", "native", "torch", "hf"],
+        default="auto",
+        help="decoder: auto (native if a C compiler is here, else torch), native (our C step), torch (our loop on "
+        "torch ops) or hf (transformers' generate, for comparison)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="threads of the native step (default: torch's count)")
     p.add_argument("--no-stream", dest="stream", action="store_false", help="print at the end, not as it comes")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing (for scripts using the API)")
     p.set_defaults(run=_run_complete)

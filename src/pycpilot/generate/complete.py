@@ -26,6 +26,9 @@ MIN_TEMPERATURE = 1e-6  # below this, logits / temperature overflow to inf and s
 MAX_PROMPT_BYTES = 16 * 2**20  # a prompt file or stdin; only its last context's worth of tokens is used anyway
 
 
+ENGINES = ("auto", "native", "torch", "hf")
+
+
 def check_settings(
     n: int, max_new_tokens: int, temperature: float, top_p: float, top_k: int, stop: list[str], scope: str, seed: int
 ) -> None:
@@ -65,7 +68,8 @@ class CompleteConfig:
     stop: list[str] = field(default_factory=list)
     scope: str = "block"  # line, block or file (EOS only)
     int8: bool = False
-    engine: str = "fast"  # fast or hf (transformers' generate, for comparison)
+    engine: str = "auto"  # auto (native if it builds, else torch), native, torch, or hf (transformers' generate)
+    threads: int | None = None  # for the native step; None: torch's thread count
     stream: bool = True  # print the first completion as it arrives
     quiet: bool = False
 
@@ -73,8 +77,10 @@ class CompleteConfig:
         check_settings(
             self.n, self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.stop, self.scope, self.seed
         )
-        if self.engine not in ("fast", "hf"):
-            raise PycpilotError("--engine must be fast or hf")
+        if self.engine not in ENGINES:
+            raise PycpilotError(f"--engine must be one of {', '.join(ENGINES)}")
+        if self.threads is not None and not 1 <= self.threads <= 64:
+            raise PycpilotError("--threads must be between 1 and 64")
         if self.prompt is not None and self.file is not None:
             raise PycpilotError("give a prompt or --file, not both")
 
@@ -99,7 +105,7 @@ class Result:
 class Completer:
     """A loaded model, ready to complete; one per process (`serve` keeps one)."""
 
-    def __init__(self, model: Path | str, int8: bool = False, engine: str = "fast") -> None:
+    def __init__(self, model: Path | str, int8: bool = False, engine: str = "auto", threads: int | None = None) -> None:
         self.loaded = load_model(model)
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         self.text = TokenText(self.tokenizer)
@@ -107,14 +113,17 @@ class Completer:
         self.fast: FastGPT2 | None = None
         self.engine = "hf"
         if int8 and engine == "hf":
-            raise PycpilotError("--int8 works with the fast engine only")
-        if engine == "fast":
+            raise PycpilotError("--int8 needs our decode loop (engine auto, native or torch), not hf")
+        if engine != "hf":
             try:
-                self.fast = FastGPT2(self.model, int8=int8)
-                self.engine = "fast-int8" if int8 else "fast"
+                self.fast = FastGPT2(self.model, int8=int8, native=engine != "torch", threads=threads)
             except Unsupported:
-                if int8:
+                if int8 or engine != "auto":
                     raise
+        if self.fast is not None:
+            if engine == "native" and self.fast.lib is None:
+                raise PycpilotError(f"the native engine is not available here: {self.fast.native_note}")
+            self.engine = ("native" if self.fast.lib is not None else "torch") + ("-int8" if int8 else "")
         vocab = self.tokenizer.get_vocab()
         self.fim = [vocab.get(t) for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)]
         self.stop_ids = set(self.tokenizer.all_special_ids)
@@ -338,9 +347,9 @@ def complete(cfg: CompleteConfig) -> Result:
     """Complete the prompt of `cfg`, printing completions (the first one streamed) unless quiet."""
     cfg.validate()
     prompt = read_prompt(cfg)
-    completer = Completer(cfg.model, int8=cfg.int8, engine=cfg.engine)
+    completer = Completer(cfg.model, int8=cfg.int8, engine=cfg.engine, threads=cfg.threads)
     out = sys.stdout
-    streaming = cfg.stream and not cfg.quiet and cfg.engine == "fast" and cfg.n == 1
+    streaming = cfg.stream and not cfg.quiet and completer.fast is not None and cfg.n == 1
 
     def show(piece: str) -> None:
         out.write(piece)

@@ -2,13 +2,14 @@
 
 transformers' `generate` pays per new token for its logits processors, cache objects, masks and a full
 module-tree walk; for a model of a few million parameters that overhead is most of the time. Here the
-weights are pulled out of the transformers model once and each step is ~10 tensor ops per layer, the same
-kernels the model uses (addmm with GPT-2's Conv1D layout, SDPA, the config's activation), so greedy output is
-transformers' token for token. The prompt is run once and its cache copied to the `n` rows of a batch.
+weights are pulled out of the transformers model once. The prompt runs through torch (~10 tensor ops per
+layer, the model's own kernels) and its cache is copied to the `n` rows of a batch; each new token then runs
+through the C step of native.py (one call per token, threads over the weight rows) or, without a C compiler,
+through the same torch ops. Greedy output is transformers' token for token either way (tested).
 
-`int8=True` quantises every weight matrix (output layer included) per output channel and runs them with
-torch's dynamic-quantised linear kernel (fbgemm/x86: int8 weights, activations quantised per call).
-"""
+`int8=True` quantises every weight matrix (output layer included) per output channel: the C step reads int8
+rows and scales them; torch runs the prompt with the dequantised weights, so both compute the same model.
+Without the C step, torch's dynamic-quantised linear kernel (fbgemm: activations quantised per call) runs it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from pycpilot.errors import PycpilotError
+from pycpilot.generate.native import ACTIVATIONS, NativeLinear, NativeStep, load_library
 
 
 class Unsupported(PycpilotError):
@@ -53,14 +55,12 @@ class _Linear:
 class FastGPT2:
     """Generation-only GPT-2 over a transformers GPT2LMHeadModel's weights (which it shares, not copies)."""
 
-    def __init__(self, model: Any, int8: bool = False) -> None:
+    def __init__(self, model: Any, int8: bool = False, native: bool = True, threads: int | None = None) -> None:
         from transformers.activations import ACT2FN
 
         cfg = model.config
         if cfg.model_type != "gpt2" or cfg.scale_attn_by_inverse_layer_idx or cfg.reorder_and_upcast_attn:
             raise Unsupported(f"the fast decoder handles plain GPT-2 models, not this {cfg.model_type}")
-        if (int8 and "quantized" not in dir(torch.ops)) or (int8 and not torch.backends.quantized.supported_engines):
-            raise PycpilotError("--int8 needs torch's quantised CPU kernels, which this torch lacks")
         self.config = cfg
         self.n_layer, self.n_head, self.d = cfg.n_layer, cfg.n_head, cfg.n_embd
         self.head_dim = self.d // self.n_head
@@ -70,21 +70,42 @@ class FastGPT2:
         self.act = ACT2FN[cfg.activation_function]
         t = model.transformer
         self.wte, self.wpe = t.wte.weight.detach(), t.wpe.weight.detach()
-        self.layers = []
-        for block in t.h:
-            self.layers.append(
-                {
-                    "ln_1": (block.ln_1.weight.detach(), block.ln_1.bias.detach()),
-                    "attn": _Linear(block.attn.c_attn.weight.detach(), block.attn.c_attn.bias.detach(), int8),
-                    "proj": _Linear(block.attn.c_proj.weight.detach(), block.attn.c_proj.bias.detach(), int8),
-                    "ln_2": (block.ln_2.weight.detach(), block.ln_2.bias.detach()),
-                    "fc": _Linear(block.mlp.c_fc.weight.detach(), block.mlp.c_fc.bias.detach(), int8),
-                    "out": _Linear(block.mlp.c_proj.weight.detach(), block.mlp.c_proj.bias.detach(), int8),
-                }
-            )
         self.ln_f = (t.ln_f.weight.detach(), t.ln_f.bias.detach())
         head = model.lm_head.weight.detach()  # [vocab, d]
-        self.head = _Linear(head.t().contiguous(), None, int8)  # [d, vocab]: GEMV 2x faster than on [vocab, d]
+        self.vocab = head.shape[0]
+        self.threads = threads or torch.get_num_threads()
+        self.lib, self.native_note = None, "not asked for"
+        if native:
+            self.lib, self.native_note = load_library()
+            if self.lib is not None and (self.wte.dtype != torch.float32 or cfg.activation_function not in ACTIVATIONS):
+                self.lib, self.native_note = None, f"{self.wte.dtype} weights, {cfg.activation_function}"
+        fbgemm = int8 and self.lib is None
+        if fbgemm and ("quantized" not in dir(torch.ops) or not torch.backends.quantized.supported_engines):
+            raise PycpilotError("--int8 needs torch's quantised CPU kernels (or a C compiler), which are missing")
+        # With the C step, it does every new token and torch runs the prompt with the same weights (for int8:
+        # the dequantised ones, so both compute the same model); without it, torch does both.
+        self.layers: list[dict[str, Any]] = []
+        self.native_layers: list[dict[str, NativeLinear]] = []
+        for block in t.h:
+            layer: dict[str, Any] = {
+                "ln_1": (block.ln_1.weight.detach(), block.ln_1.bias.detach()),
+                "ln_2": (block.ln_2.weight.detach(), block.ln_2.bias.detach()),
+            }
+            parts = {}
+            for name, conv in (("attn", block.attn.c_attn), ("proj", block.attn.c_proj),
+                               ("fc", block.mlp.c_fc), ("out", block.mlp.c_proj)):  # fmt: skip
+                weight, bias = conv.weight.detach(), conv.bias.detach()  # [in, out]
+                if self.lib is not None:
+                    parts[name] = NativeLinear(weight.t(), bias, int8)
+                    weight = parts[name].dequantized() if int8 else weight
+                layer[name] = _Linear(weight, bias, fbgemm)
+            self.layers.append(layer)
+            self.native_layers.append(parts)
+        if self.lib is not None:
+            self.native_head = NativeLinear(head, None, int8)
+            self.head = _Linear(self.native_head.dequantized() if int8 else head.t(), None, False)
+        else:
+            self.head = _Linear(head.t().contiguous(), None, int8)  # [d, vocab]: GEMV 2x faster than on [vocab, d]
 
     def new_cache(self, batch: int, length: int) -> KVCache:
         return KVCache(self.n_layer, batch, self.n_head, length, self.head_dim, self.wte.dtype)
@@ -95,6 +116,10 @@ class FastGPT2:
         [batch, vocab], or of every position [batch, T, vocab] with `every` (for scoring)."""
         b, t = ids.shape
         end = start + t
+        if self.lib is not None and t == 1 and start > 0 and not every:
+            if getattr(cache, "native", None) is None:
+                cache.native = NativeStep(self.lib, self, cache, self.threads)
+            return cache.native.run(ids, start)
         d, heads, head_dim, eps, scale = self.d, self.n_head, self.head_dim, self.eps, self.scale
         x = self.wte[ids] + self.wpe[start:end]
         for layer, keys, values in zip(self.layers, cache.keys, cache.values, strict=True):
@@ -115,12 +140,14 @@ class KVCache:
     """Keys and values of every layer, [batch, head, position, head_dim] each, allocated once per call."""
 
     def __init__(self, layers: int, batch: int, heads: int, length: int, head_dim: int, dtype: torch.dtype) -> None:
+        self.native: NativeStep | None = None  # the C step bound to these tensors, made on first use
         self.keys = [torch.empty(batch, heads, length, head_dim, dtype=dtype) for _ in range(layers)]
         self.values = [torch.empty(batch, heads, length, head_dim, dtype=dtype) for _ in range(layers)]
 
     def row(self, index: int) -> KVCache:
         """A view of one batch row (the prompt is run once, into row 0)."""
         view = KVCache.__new__(KVCache)
+        view.native = None
         view.keys = [k[index : index + 1] for k in self.keys]
         view.values = [v[index : index + 1] for v in self.values]
         return view
