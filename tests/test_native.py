@@ -65,14 +65,40 @@ def test_threads_split_the_work_without_changing_a_bit(model) -> None:
         assert torch.equal(a, b) and torch.equal(a, c)
 
 
-def test_int8_native_step_is_the_dequantised_model(model) -> None:
-    """int8 rows in C give what torch gives with the dequantised weights (the prompt's path), near fp32."""
+class _WithoutVnni:
+    """The built library, claiming no int8 x int8 kernel: the C step takes its weight-only int8 path."""
+
+    def __init__(self, lib) -> None:
+        self.lib = lib
+
+    def __getattr__(self, name: str):
+        return getattr(self.lib, name)
+
+    def pyc_int8_activations(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("kernel", ["weights only", "int8 activations"])
+def test_int8_native_step_stays_the_dequantised_model(kernel: str, model, monkeypatch) -> None:
+    """int8 rows in C give what torch gives with the dequantised weights (the prompt's path): to float rounding
+    with int8 weights only, and close when the activations are int8 too (VNNI); both near fp32."""
+    lib, why = native_module.load_library()
+    assert lib is not None, why
+    if kernel == "weights only":
+        monkeypatch.setattr("pycpilot.generate.decode.load_library", lambda: (_WithoutVnni(lib), ""))
+    elif not lib.pyc_int8_activations():
+        pytest.skip("this CPU has no AVX512-VNNI: the C step keeps int8 weights with float activations")
     fast8, fp32 = FastGPT2(model, int8=True), FastGPT2(model)
     assert fast8.lib is not None and fast8.native_layers[0]["attn"].q is not None
+    assert fast8.int8_activations == (kernel == "int8 activations")
     ids = list(range(20, 70))
     stepped = _decode_logits(fast8, ids[:-1], [[ids[-1]]])[0]
     whole = fast8.step(torch.tensor([ids]), 0, fast8.new_cache(1, len(ids)))  # torch on dequantised weights
-    assert torch.allclose(stepped, whole, atol=1e-4)
+    if kernel == "weights only":
+        assert torch.allclose(stepped, whole, atol=1e-4)
+    else:
+        assert torch.nn.functional.cosine_similarity(stepped, whole).item() > 0.999
+        assert not torch.allclose(stepped, whole, atol=1e-4)  # the activations really were rounded
     exact = _decode_logits(fp32, ids[:-1], [[ids[-1]]])[0]
     assert torch.nn.functional.cosine_similarity(stepped, exact).item() > 0.99 and not torch.equal(stepped, exact)
 

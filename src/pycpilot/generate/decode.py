@@ -80,6 +80,7 @@ class FastGPT2:
             if self.lib is not None and (self.wte.dtype != torch.float32 or cfg.activation_function not in ACTIVATIONS):
                 self.lib, self.native_note = None, f"{self.wte.dtype} weights, {cfg.activation_function}"
         fbgemm = int8 and self.lib is None
+        self.int8_activations = bool(int8 and self.lib is not None and self.lib.pyc_int8_activations())
         if fbgemm and ("quantized" not in dir(torch.ops) or not torch.backends.quantized.supported_engines):
             raise PycpilotError("--int8 needs torch's quantised CPU kernels (or a C compiler), which are missing")
         # With the C step, it does every new token and torch runs the prompt with the same weights (for int8:
@@ -96,13 +97,13 @@ class FastGPT2:
                                ("fc", block.mlp.c_fc), ("out", block.mlp.c_proj)):  # fmt: skip
                 weight, bias = conv.weight.detach(), conv.bias.detach()  # [in, out]
                 if self.lib is not None:
-                    parts[name] = NativeLinear(weight.t(), bias, int8)
+                    parts[name] = NativeLinear(weight.t(), bias, int8, self.int8_activations)
                     weight = parts[name].dequantized() if int8 else weight
                 layer[name] = _Linear(weight, bias, fbgemm)
             self.layers.append(layer)
             self.native_layers.append(parts)
         if self.lib is not None:
-            self.native_head = NativeLinear(head, None, int8)
+            self.native_head = NativeLinear(head, None, int8, self.int8_activations)
             self.head = _Linear(self.native_head.dequantized() if int8 else head.t(), None, False)
         else:
             self.head = _Linear(head.t().contiguous(), None, int8)  # [d, vocab]: GEMV 2x faster than on [vocab, d]

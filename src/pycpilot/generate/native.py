@@ -28,7 +28,7 @@ I64 = ctypes.c_int64
 
 
 class _Linear(ctypes.Structure):
-    _fields_ = [("w", P), ("q", P), ("scale", P), ("bias", P), ("n_in", I64), ("n_out", I64)]
+    _fields_ = [("w", P), ("q", P), ("scale", P), ("qsum", P), ("bias", P), ("n_in", I64), ("n_out", I64)]
 
 
 class _Layer(ctypes.Structure):
@@ -46,6 +46,7 @@ class _Model(ctypes.Structure):
         ("wte", P), ("wpe", P), ("lnf_w", P), ("lnf_b", P),
         ("head", _Linear), ("layers", ctypes.POINTER(_Layer)),
         ("x", P), ("h", P), ("qkv", P), ("a", P), ("ff", P), ("scores", P), ("logits", P),
+        ("xq", P), ("xscale", P), ("scratch_threads", I64),
     ]  # fmt: skip
 
 
@@ -88,8 +89,9 @@ def load_library() -> tuple[Any, str]:
             target.unlink(missing_ok=True)
     if lib is None:
         return None, why
-    lib.pyc_step.argtypes = [ctypes.POINTER(_Model), P, I64, ctypes.c_int]
+    lib.pyc_step.argtypes = [ctypes.POINTER(_Model), P, P, P, I64, ctypes.c_int]
     lib.pyc_step.restype = ctypes.c_int
+    lib.pyc_int8_activations.restype = ctypes.c_int
     return lib, ""
 
 
@@ -124,16 +126,17 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 class NativeLinear:
     """A matrix as the C step reads it: [out, in] rows, fp32, or int8 with one scale per row."""
 
-    def __init__(self, rows: torch.Tensor, bias: torch.Tensor | None, int8: bool) -> None:
+    def __init__(self, rows: torch.Tensor, bias: torch.Tensor | None, int8: bool, int8_activations: bool) -> None:
         rows = rows.detach().float().contiguous()  # [out, in]; shared, not copied, when it already is
         self.bias = None if bias is None else bias.detach().float().contiguous()
         self.n_in, self.n_out = rows.shape[1], rows.shape[0]
         if int8:
             self.scale = (rows.abs().amax(dim=1) / 127).clamp(min=1e-12)
             self.q = torch.round(rows / self.scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+            self.qsum = self.q.sum(dim=1, dtype=torch.int32) if int8_activations else None
             self.w = None
         else:
-            self.w, self.q, self.scale = rows, None, None
+            self.w, self.q, self.scale, self.qsum = rows, None, None, None
 
     def dequantized(self) -> torch.Tensor:
         """[in, out] fp32 of what the step computes with (the prompt runs through torch with it)."""
@@ -144,11 +147,16 @@ class NativeLinear:
         return (self.q.float() * self.scale[:, None]).t().contiguous()
 
     def struct(self) -> _Linear:
-        return _Linear(_ptr(self.w), _ptr(self.q), _ptr(self.scale), _ptr(self.bias), self.n_in, self.n_out)
+        return _Linear(
+            _ptr(self.w), _ptr(self.q), _ptr(self.scale), _ptr(self.qsum), _ptr(self.bias), self.n_in, self.n_out
+        )
 
 
 class NativeStep:
-    """The C step bound to one KV cache (its pointers and work buffers): `run(ids, pos)` -> logits [batch, V]."""
+    """The C step bound to one KV cache (its pointers and work buffers).
+
+    `run(ids, pos)`: one token per cache row, all at `pos` -> logits [batch, V]. `run_rows(ids, pos, slots)`:
+    any subset of rows, each at its own position (a server's requests side by side) -> logits [rows, V]."""
 
     def __init__(self, lib: Any, fast: Any, cache: Any, threads: int) -> None:
         self.lib, self.threads = lib, threads
@@ -156,6 +164,7 @@ class NativeStep:
         d = fast.d
         dff = fast.native_layers[0]["fc"].n_out
         f32 = {"dtype": torch.float32}
+        int8_path = fast.native_head.qsum is not None
         self.buffers = {
             "x": torch.empty(batch, d, **f32),
             "h": torch.empty(batch, d, **f32),
@@ -164,6 +173,8 @@ class NativeStep:
             "ff": torch.empty(batch, dff, **f32),
             "scores": torch.empty(batch * heads * length, **f32),
             "logits": torch.empty(batch, fast.vocab, **f32),
+            "xq": torch.empty(threads * batch * max(d, dff) if int8_path else 0, dtype=torch.uint8),
+            "xscale": torch.empty(threads * batch if int8_path else 0, **f32),
         }
         self.layers = (_Layer * fast.n_layer)()
         for i, (parts, keys, values) in enumerate(zip(fast.native_layers, cache.keys, cache.values, strict=True)):
@@ -180,15 +191,28 @@ class NativeStep:
             fast.wte.data_ptr(), fast.wpe.data_ptr(), fast.ln_f[0].data_ptr(), fast.ln_f[1].data_ptr(),
             fast.native_head.struct(), self.layers,
             *(b[k].data_ptr() for k in ("x", "h", "qkv", "a", "ff", "scores", "logits")),
+            b["xq"].data_ptr() if int8_path else None, b["xscale"].data_ptr() if int8_path else None, threads,
         )  # fmt: skip
-        self.max_positions = fast.max_positions
+        self.max_positions = min(fast.max_positions, length)
+        self.batch = batch
+        self.ids, self.pos, self.slots = ((ctypes.c_int64 * batch)() for _ in range(3))
+        self.every_slot = list(range(batch))
         self.cache = cache  # the pointers above are into its tensors: keep them alive
 
     def run(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
-        ids = ids.reshape(-1).to(torch.int64).contiguous()
-        if ids.numel() != self.model.batch or pos >= self.max_positions:
-            raise IndexError(f"{ids.numel()} tokens at position {pos} for a batch of {self.model.batch}")
-        code = self.lib.pyc_step(ctypes.byref(self.model), ids.data_ptr(), pos, self.threads)
+        return self.run_rows(ids.reshape(-1).tolist(), [pos] * self.batch, self.every_slot)
+
+    def run_rows(self, ids: list[int], pos: list[int], slots: list[int]) -> torch.Tensor:
+        rows = len(ids)
+        if not (0 < rows <= self.batch and len(pos) == rows and len(slots) == rows and len(set(slots)) == rows):
+            raise IndexError(f"{rows} rows for a cache of {self.batch} (one position and one distinct slot each)")
+        for r in range(rows):
+            if pos[r] >= self.max_positions:
+                raise IndexError(f"position {pos[r]} past the cache or the model's context ({self.max_positions})")
+            self.ids[r], self.pos[r], self.slots[r] = ids[r], pos[r], slots[r]
+        code = self.lib.pyc_step(ctypes.byref(self.model), self.ids, self.pos, self.slots, rows, self.threads)
         if code != 0:
-            raise IndexError("position past the cache" if code == -2 else "token id outside the vocabulary")
-        return self.buffers["logits"].clone()
+            raise IndexError(
+                {-2: "position past the cache", -3: "token id outside the vocabulary"}.get(code, f"bad rows ({code})")
+            )
+        return self.buffers["logits"][:rows].clone()
