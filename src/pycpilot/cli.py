@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pycpilot import __version__
 from pycpilot.cli_eval import add_complete, add_eval
+from pycpilot.cli_serve import add_serve
 from pycpilot.errors import Interrupted, PycpilotError
 
 
@@ -394,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     add_complete(sub)
     add_eval(sub)
+    add_serve(sub)
     return parser
 
 

@@ -163,6 +163,13 @@ class Completer:
             tail = [*tail[: len(tail) - 1 - rest], tail[-1]]
         return [*head, *left[drop:], *tail], over
 
+    def prepare(self, prompt: str, suffix: str | None, max_new_tokens: int, bos: bool) -> tuple[list[int], int, int]:
+        """(prompt ids fitted to the context, how many tokens were cut, max new tokens that still fit)."""
+        max_new_tokens = min(max_new_tokens, self.context - 1)
+        ids, cut = self._fit(prompt, suffix, bos, max(self.context - max_new_tokens, self.context // 2, 1))
+        ids = ids or [self.tokenizer.eos_token_id]
+        return ids, cut, min(max_new_tokens, self.context - len(ids))
+
     def complete(
         self,
         prompt: str,
@@ -188,23 +195,39 @@ class Completer:
         least half the context, and `max_new_tokens` shrinks to what is left."""
         check_settings(n, max_new_tokens, temperature, top_p, top_k, stop or [], scope, seed)
         start = time.perf_counter()
-        max_new_tokens = min(max_new_tokens, self.context - 1)
-        ids, cut = self._fit(prompt, suffix, bos, max(self.context - max_new_tokens, self.context // 2, 1))
-        ids = ids or [self.tokenizer.eos_token_id]
-        max_new_tokens = min(max_new_tokens, self.context - len(ids))
+        ids, cut, max_new_tokens = self.prepare(prompt, suffix, max_new_tokens, bos)
         stoppers = [Stopper(prompt, stop or [], scope) for _ in range(n)]
-        generator = torch.Generator().manual_seed(seed)
-        if self.fast is not None:
-            outs = self._fast(
-                ids, n, max_new_tokens, temperature, top_p, top_k, generator, stoppers, on_text, deadline, cancelled
-            )
-        else:
-            outs = self._hf(ids, n, max_new_tokens, temperature, top_p, top_k, seed, stoppers, deadline, cancelled)
-            if on_text is not None and outs[0].text:
-                on_text(outs[0].text)  # transformers' generate does not stream: all of it at the end
+        outs = self.complete_ids(
+            ids, n, max_new_tokens, temperature, top_p, top_k, stoppers, seed, on_text, deadline, cancelled
+        )
         return Result(outs, len(ids), cut, time.perf_counter() - start, self.engine)
 
-    def _finish(self, new: list[int], stopper: Stopper, length_done: bool) -> Completion | None:
+    def complete_ids(
+        self,
+        ids: list[int],
+        n: int,
+        max_new: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        stoppers: list[Stopper],
+        seed: int,
+        on_text: Callable[[str], None] | None = None,
+        deadline: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> list[Completion]:
+        """`complete` after the prompt is fitted (`prepare`): the `n` completions of prompt ids `ids`."""
+        if self.fast is not None:
+            generator = torch.Generator().manual_seed(seed)
+            return self._fast(
+                ids, n, max_new, temperature, top_p, top_k, generator, stoppers, on_text, deadline, cancelled
+            )
+        outs = self._hf(ids, n, max_new, temperature, top_p, top_k, seed, stoppers, deadline, cancelled)
+        if on_text is not None and outs[0].text:
+            on_text(outs[0].text)  # transformers' generate does not stream: all of it at the end
+        return outs
+
+    def finish_row(self, new: list[int], stopper: Stopper, length_done: bool) -> Completion | None:
         """The completion if row `new` is finished (EOS/special, a stop, or out of tokens), else None."""
         ended = bool(new) and new[-1] in self.stop_ids
         if not (ended or length_done or stopper.stops or stopper.scope != "file"):
@@ -252,15 +275,15 @@ class Completer:
             out_of_time = (deadline is not None and time.monotonic() > deadline) or bool(cancelled and cancelled())
             for r in range(n):
                 if done[r] is None:
-                    done[r] = self._finish(rows[r], stoppers[r], step == max_new - 1 or out_of_time)
+                    done[r] = self.finish_row(rows[r], stoppers[r], step == max_new - 1 or out_of_time)
             if on_text is not None:
-                shown = self._stream(rows[0], done[0], stoppers[0], shown, on_text)
+                shown = self.stream_row(rows[0], done[0], stoppers[0], shown, on_text)
             if all(d is not None for d in done):
                 break
             logits = fast.step(token[:, None], len(ids) + step, cache)
         return [d for d in done if d is not None]
 
-    def _stream(
+    def stream_row(
         self, row: list[int], done: Completion | None, stopper: Stopper, shown: int, on_text: Callable[[str], None]
     ) -> int:
         text = done.text if done is not None else self.text.decode(row)
@@ -313,7 +336,7 @@ class Completer:
             # Token by token, as the fast loop decides: the same stop, finish reason and token count.
             done = Completion("", "length", 0, [])
             for k in range(1, end + 1):
-                if (found := self._finish(new[:k], stoppers[r], k == end)) is not None:
+                if (found := self.finish_row(new[:k], stoppers[r], k == end)) is not None:
                     done = found
                     break
             results.append(done)

@@ -1,0 +1,398 @@
+"""The HTTP side of `pycpilot serve`: FastAPI routes over the model worker (scheduler.py).
+
+POST /v1/completions (OpenAI's legacy Completions), POST /infill (llama.cpp's), GET /v1/models, GET /health,
+and GET / (the playground). Requests become jobs in the worker's bounded queue; their events come back to
+the event loop through an asyncio queue; a client that goes away cancels its job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import html
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from importlib.resources import files
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+
+from pycpilot.generate.complete import Completer, Completion
+from pycpilot.generate.text import Stopper
+from pycpilot.serve.config import LOOPBACK_ORIGINS, ServeConfig
+from pycpilot.serve.logprobs import logprobs_object
+from pycpilot.serve.requests import BadRequest, Sampling, parse_completion, parse_infill
+from pycpilot.serve.scheduler import Job, Scheduler
+
+OPEN_PATHS = {"/", "/playground.js", "/health"}  # no API key needed: the page asks for it, health says little
+POLL_S = 0.05  # how often a waiting non-streaming request looks for its client having gone
+
+
+def error(status: int, message: str, param: str | None = None, code: str | None = None, **headers: str) -> Response:
+    return JSONResponse(BadRequest(message, param, code, status).body(), status_code=status, headers=headers)
+
+
+class Server:
+    """The loaded model, its worker and what the routes share."""
+
+    def __init__(self, cfg: ServeConfig, completer: Completer) -> None:
+        self.cfg, self.completer = cfg, completer
+        self.name = cfg.served_name()
+        self.context = completer.context
+        self.scheduler = Scheduler(completer, cfg.max_batch, cfg.queue_size)
+        self.created = int(time.time())
+
+    def job(self, s: Sampling, emit: Any) -> tuple[Job, int]:
+        """A worker job for one prompt, and how many prompt tokens were cut to fit the context."""
+        ids, cut, max_new = self.completer.prepare(s.prompt, s.suffix, s.max_tokens, bos=False)
+        stoppers = [Stopper(s.prompt, s.stop, s.scope) for _ in range(s.n)]
+        deadline = time.monotonic() + s.time_limit_ms / 1000 if s.time_limit_ms else None
+        seed = s.seed if s.seed is not None else secrets.randbits(63)
+        temperature = s.temperature if s.temperature >= 1e-6 else 0.0
+        job = Job(ids, s.n, max_new, temperature, s.top_p, s.top_k, stoppers, seed, emit, s.stream, deadline)
+        return job, cut
+
+    def submit(self, samplings: list[Sampling]) -> tuple[list[Job], list[int], asyncio.Queue] | Response:
+        """Queue one job per prompt, all or none; or the error response (400 for a prompt that cannot fit
+        with its suffix, 503 when the queue is full)."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        jobs, cuts = [], []
+        try:
+            for i, s in enumerate(samplings):
+                job, cut = self.job(s, _emitter(loop, events, i))
+                jobs.append(job)
+                cuts.append(cut)
+        except BadRequest as e:
+            return error(400, e.message, e.param)
+        except Exception as e:  # the tokenizer or the fitting: the prompt, not the server
+            return error(400, f"cannot use this prompt: {e}", "prompt")
+        for k, job in enumerate(jobs):
+            if not self.scheduler.submit(job):
+                for earlier in jobs[:k]:
+                    earlier.cancelled.set()
+                return error(503, "the server is busy: too many requests are queued", code="overloaded", **{
+                    "Retry-After": "1"
+                })  # fmt: skip
+        return jobs, cuts, events
+
+
+def _emitter(loop: asyncio.AbstractEventLoop, events: asyncio.Queue, index: int) -> Any:
+    def emit(kind: str, row: int | None, value: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
+            loop.call_soon_threadsafe(events.put_nowait, (index, kind, row, value))
+
+    return emit
+
+
+async def read_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequest(f"the body is not valid JSON: {e}") from None
+
+
+async def gather(
+    request: Request, jobs: list[Job], events: asyncio.Queue
+) -> dict[int, dict[int, Completion]] | Response:
+    """Wait for every row of every job; cancel them all if the client goes away (then None is not needed)."""
+    results: dict[int, dict[int, Completion]] = {i: {} for i in range(len(jobs))}
+    ended = 0
+    while ended < len(jobs):
+        try:
+            index, kind, row, value = await asyncio.wait_for(events.get(), POLL_S)
+        except TimeoutError:
+            if await request.is_disconnected():
+                for job in jobs:
+                    job.cancelled.set()
+                return Response(status_code=499)
+            continue
+        if kind == "done":
+            results[index][row] = value
+        elif kind == "end":
+            ended += 1
+            if value:  # the worker failed or is stopping
+                for job in jobs:
+                    job.cancelled.set()
+                return error(500, str(value), code="server_error")
+    return results
+
+
+def create_app(cfg: ServeConfig, completer: Completer, start_worker: bool = True) -> FastAPI:
+    server = Server(cfg, completer)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if start_worker:
+            server.scheduler.start()
+        yield
+        server.scheduler.stop()
+
+    app = FastAPI(title="PYCPilot", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.server = server
+    app.add_middleware(Guard, cfg=cfg)  # inside CORS (added last, so outermost): a 401 still carries CORS headers
+    origins = [o for o in cfg.cors_origins if o != "*"]
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"] if "*" in cfg.cors_origins else origins,
+        allow_origin_regex=None if "*" in cfg.cors_origins else LOOPBACK_ORIGINS,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type", "x-api-key"],
+    )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> Response:
+        return error(exc.status, exc.message, exc.param, exc.code)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        worker = server.scheduler.health()
+        status = "ok" if worker["worker"] == "running" and not server.scheduler.error else "error"
+        return {"status": status, "model": server.name, "engine": completer.engine, "context": server.context,
+                "error": server.scheduler.error, **worker}  # fmt: skip
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        card = {"id": server.name, "object": "model", "created": server.created, "owned_by": "pycpilot"}
+        return {"object": "list", "data": [card]}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        body = await read_body(request)
+        samplings, model = parse_completion(body, server.name, server.context, cfg.max_batch, cfg.default_scope)
+        submitted = server.submit(samplings)
+        if isinstance(submitted, Response):
+            return submitted
+        jobs, cuts, events = submitted
+        head = {
+            "id": f"cmpl-{uuid.uuid4().hex[:24]}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+        }
+        warning = _cut_warning(cuts)
+        if samplings[0].stream:
+            return StreamingResponse(
+                _stream_openai(server, samplings, jobs, events, head, warning), media_type="text/event-stream"
+            )
+        results = await gather(request, jobs, events)
+        if isinstance(results, Response):
+            return results
+        choices, used = [], 0
+        for i, (s, job) in enumerate(zip(samplings, jobs, strict=True)):
+            for r in range(s.n):
+                c = results[i][r]
+                used += c.tokens
+                text = (s.prompt if s.echo else "") + c.text
+                lp = None
+                if s.logprobs is not None:
+                    lp = logprobs_object(completer, job.ids, _kept(completer, c), s.logprobs, s.echo, 0)
+                choices.append({"text": text, "index": i * s.n + r, "logprobs": lp, "finish_reason": c.finish_reason})
+        prompt_tokens = sum(len(j.ids) for j in jobs)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": used, "total_tokens": prompt_tokens + used}
+        body = {**head, "choices": choices, "usage": usage}
+        if warning:
+            body["warning"] = warning
+        return JSONResponse(body)
+
+    @app.post("/infill")
+    async def infill(request: Request) -> Response:
+        # Editors' infill wants the rest of the block by default, not the rest of the file.
+        scope = "block" if cfg.default_scope == "file" else cfg.default_scope
+        s = parse_infill(await read_body(request), server.context, scope)
+        submitted = server.submit([s])
+        if isinstance(submitted, Response):
+            return submitted
+        jobs, cuts, events = submitted
+        start = time.perf_counter()
+        if s.stream:
+            return StreamingResponse(
+                _stream_infill(server, jobs[0], cuts[0], events, start), media_type="text/event-stream"
+            )
+        results = await gather(request, jobs, events)
+        if isinstance(results, Response):
+            return results
+        c = results[0][0]
+        return JSONResponse({"content": c.text, "stop": True, **_infill_stats(server, jobs[0], cuts[0], c, start)})
+
+    @app.get("/")
+    async def playground() -> Response:
+        page = files("pycpilot.serve").joinpath("playground.html").read_text(encoding="utf-8")
+        return HTMLResponse(page.replace("{{MODEL}}", html.escape(server.name)), headers=_PAGE_HEADERS)
+
+    @app.get("/playground.js")
+    async def playground_js() -> Response:
+        script = files("pycpilot.serve").joinpath("playground.js").read_text(encoding="utf-8")
+        return Response(script, media_type="text/javascript", headers=_PAGE_HEADERS)
+
+    return app
+
+
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+class Guard:
+    """API key and request size, as plain ASGI (so the routes still see the client leave): a body without a
+    Content-Length is read here up to the cap, then replayed."""
+
+    def __init__(self, app: Any, cfg: ServeConfig) -> None:
+        self.app, self.cfg = app, cfg
+        self.limit = cfg.max_request_kb * 1024
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] == "OPTIONS":  # CORS preflights: the CORS layer answers
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        key = self.cfg.api_key
+        if key and scope["path"] not in OPEN_PATHS and not _authorized(headers, key):
+            message = "a valid API key is needed: Authorization: Bearer KEY or x-api-key: KEY"
+            return await error(401, message, code="invalid_api_key")(scope, receive, send)
+        too_large = error(413, f"the request body is larger than {self.cfg.max_request_kb} KiB", code="too_large")
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > self.limit:
+                return await too_large(scope, receive, send)
+            return await self.app(scope, receive, send)
+        if scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await too_large(scope, receive, send)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+def _authorized(headers: dict[str, str], key: str) -> bool:
+    given = headers.get("x-api-key", "")
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    return bool(given) and hmac.compare_digest(given.encode(), key.encode())
+
+
+def _cut_warning(cuts: list[int]) -> str | None:
+    if not any(cuts):
+        return None
+    return f"the prompt was longer than the model's context: its first {max(cuts)} tokens were cut"
+
+
+def _kept(completer: Completer, c: Completion) -> list[int]:
+    """The completion's tokens without the end-of-text that closed it."""
+    return c.ids[:-1] if c.ids and c.ids[-1] in completer.stop_ids else list(c.ids)
+
+
+def _sse(data: Any) -> bytes:
+    return f"data: {json.dumps(data) if not isinstance(data, str) else data}\n\n".encode()
+
+
+async def _stream_openai(
+    server: Server,
+    samplings: list[Sampling],
+    jobs: list[Job],
+    events: asyncio.Queue,
+    head: dict[str, Any],
+    warning: str | None,
+) -> AsyncIterator[bytes]:
+    """Server-sent events: text pieces as they are decided, a last chunk per choice with its finish reason
+    (and its logprobs), then `data: [DONE]`. Leaving early (client gone) cancels the jobs."""
+    ended = 0
+    try:
+        if warning:
+            yield _sse({**head, "choices": [], "warning": warning})
+        for i, s in enumerate(samplings):
+            if s.echo and s.prompt:
+                for r in range(s.n):
+                    yield _sse({**head, "choices": [_chunk(i * s.n + r, s.prompt)]})
+        while ended < len(jobs):
+            index, kind, row, value = await events.get()
+            s, n = samplings[index], samplings[index].n
+            if kind == "text":
+                yield _sse({**head, "choices": [_chunk(index * n + row, value)]})
+            elif kind == "done":
+                lp = None
+                if s.logprobs is not None:
+                    lp = logprobs_object(
+                        server.completer, jobs[index].ids, _kept(server.completer, value), s.logprobs, False, 0
+                    )
+                yield _sse({**head, "choices": [_chunk(index * n + row, "", value.finish_reason, lp)]})
+            elif kind == "end":
+                ended += 1
+                if value:
+                    yield _sse({"error": {"message": str(value), "type": "server_error", "param": None, "code": None}})
+                    break
+        yield _sse("[DONE]")
+    finally:
+        for job in jobs:
+            job.cancelled.set()  # a no-op for finished jobs; stops the rest when the client left
+
+
+def _chunk(index: int, text: str, finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+    return {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish}
+
+
+def _infill_stats(server: Server, job: Job, cut: int, c: Completion, start: float) -> dict[str, Any]:
+    ms = (time.perf_counter() - start) * 1000
+    eos = bool(c.ids) and c.ids[-1] in server.completer.stop_ids
+    stop_type = "limit" if c.finish_reason == "length" else "eos" if eos else "word"
+    return {
+        "model": server.name,
+        "tokens_predicted": c.tokens,
+        "tokens_evaluated": len(job.ids),
+        "truncated": cut > 0,
+        "stop_type": stop_type,
+        "timings": {
+            "prompt_n": len(job.ids),
+            "predicted_n": c.tokens,
+            "predicted_ms": round(ms, 3),
+            "predicted_per_second": round(c.tokens / ms * 1000, 2) if ms > 0 else None,
+        },
+    }
+
+
+async def _stream_infill(
+    server: Server, job: Job, cut: int, events: asyncio.Queue, start: float
+) -> AsyncIterator[bytes]:
+    """llama.cpp's streaming: `{"content": piece, "stop": false}` chunks, then one with `"stop": true`."""
+    try:
+        while True:
+            _, kind, _, value = await events.get()
+            if kind == "text":
+                yield _sse({"content": value, "stop": False})
+            elif kind == "done":
+                yield _sse({"content": "", "stop": True, **_infill_stats(server, job, cut, value, start)})
+            elif kind == "end":
+                if value:
+                    yield _sse({"error": {"message": str(value), "type": "server_error"}})
+                return
+    finally:
+        job.cancelled.set()

@@ -1,0 +1,178 @@
+"""Request bodies of /v1/completions (OpenAI's legacy Completions) and /infill (llama.cpp's server), checked
+field by field: a bad one is a `BadRequest` naming the field, answered 400 in OpenAI's error shape.
+
+Written by hand rather than as pydantic models so each message says what is wrong in the client's words
+(`max_tokens must be at least 1`), and the status is 400 as OpenAI's, not FastAPI's 422.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycpilot.generate.text import SCOPES
+
+MAX_STOPS = 4
+MAX_LOGPROBS = 5
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, param: str | None = None, code: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.param, self.code, self.status = message, param, code, status
+
+    def body(self) -> dict[str, Any]:
+        kind = "invalid_request_error" if self.status == 400 else "server_error"
+        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+
+
+@dataclass
+class Sampling:
+    """What one completion job asks for, whichever endpoint it came from."""
+
+    prompt: str
+    suffix: str | None = None
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    n: int = 1
+    stop: list[str] = field(default_factory=list)
+    scope: str = "file"
+    seed: int | None = None
+    logprobs: int | None = None
+    echo: bool = False
+    stream: bool = False
+    time_limit_ms: float | None = None  # t_max_predict_ms
+
+
+def _number(body: dict[str, Any], name: str, default: float, low: float, high: float, integer: bool = False) -> Any:
+    value = body.get(name)
+    if value is None:
+        return default
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not float(value).is_integer()):
+        raise BadRequest(f"{name} must be {kind}", name)
+    if not math.isfinite(value) or not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low:g} and {high:g}", name)
+    return int(value) if integer else float(value)
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name} must be true or false", name)
+    return value
+
+
+def _stops(body: dict[str, Any], name: str = "stop") -> list[str]:
+    value = body.get(name)
+    if value is None:
+        return []
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise BadRequest(f"{name} must be a string or a list of strings", name)
+    if len(stops) > MAX_STOPS:
+        raise BadRequest(f"{name} takes at most {MAX_STOPS} sequences, got {len(stops)}", name)
+    return [s for s in stops if s]
+
+
+def _scope(body: dict[str, Any], default: str) -> str:
+    scope = body.get("scope", default)
+    if scope not in SCOPES:
+        raise BadRequest(f"scope must be one of {', '.join(SCOPES)}", "scope")
+    return scope
+
+
+def _common(body: dict[str, Any], context: int, max_n: int, default_scope: str) -> dict[str, Any]:
+    """Fields both endpoints share (names as OpenAI's; llama.cpp's own names are mapped before)."""
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+        raise BadRequest("seed must be an integer between 0 and 2**63 - 1", "seed")
+    return {
+        "temperature": _number(body, "temperature", 1.0, 0.0, 2.0),
+        "top_p": _number(body, "top_p", 1.0, 0.0, 1.0),
+        "top_k": _number(body, "top_k", 0, 0, 1_000_000, integer=True),
+        "n": _number(body, "n", 1, 1, max_n, integer=True),
+        "scope": _scope(body, default_scope),
+        "seed": seed,
+        "stream": _flag(body, "stream"),
+        "time_limit_ms": _number(body, "t_max_predict_ms", 0, 0, 3_600_000) or None,
+    }
+
+
+def _text(body: dict[str, Any], name: str, required: bool = False) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise BadRequest(f"{name} is required", name)
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string", name)
+    return value
+
+
+def parse_completion(
+    body: Any, model_name: str, context: int, max_n: int, default_scope: str
+) -> tuple[list[Sampling], str]:
+    """One `Sampling` per prompt of a /v1/completions body, and the model name to answer with."""
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    model = body.get("model", model_name)
+    if model != model_name:
+        raise BadRequest(f"unknown model {model!r}: this server has {model_name!r}", "model", "model_not_found")
+    prompts = body.get("prompt", "")
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise BadRequest("prompt must be a string or a non-empty list of strings (token ids are not taken)", "prompt")
+    max_tokens = _number(body, "max_tokens", 16, -math.inf, math.inf, integer=True)
+    if max_tokens < 1:
+        raise BadRequest("max_tokens must be at least 1", "max_tokens")
+    if max_tokens > context - 1:
+        raise BadRequest(f"max_tokens must be at most {context - 1}: the model's context is {context}", "max_tokens")
+    logprobs = body.get("logprobs")
+    if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int)):
+        raise BadRequest(f"logprobs must be an integer between 0 and {MAX_LOGPROBS}", "logprobs")
+    if logprobs is not None and not 0 <= logprobs <= MAX_LOGPROBS:
+        raise BadRequest(f"logprobs must be between 0 and {MAX_LOGPROBS}", "logprobs")
+    common = _common(body, context, max_n, default_scope)
+    if len(prompts) * common["n"] > max_n:
+        raise BadRequest(f"prompts x n must be at most {max_n} (this server's batch)", "n")
+    shared = dict(
+        suffix=_text(body, "suffix"),
+        max_tokens=max_tokens,
+        stop=_stops(body),
+        logprobs=logprobs,
+        echo=_flag(body, "echo"),
+        **common,
+    )
+    return [Sampling(prompt=p, **shared) for p in prompts], model
+
+
+def parse_infill(body: Any, context: int, default_scope: str) -> Sampling:
+    """A llama.cpp /infill body: input_prefix, input_suffix, input_extra [{filename, text}], prompt, n_predict."""
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    prefix = _text(body, "input_prefix") or ""
+    suffix = _text(body, "input_suffix") or ""
+    extra = body.get("input_extra") or []
+    if not isinstance(extra, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("text", ""), str) and isinstance(c.get("filename", ""), str)
+        for c in extra
+    ):
+        raise BadRequest("input_extra must be a list of {filename, text} objects", "input_extra")
+    # Other files first, each under a comment naming it: context the model can read like code above the cursor.
+    chunks = "".join(f"# {c.get('filename', '')}\n{c.get('text', '')}\n" for c in extra)
+    prompt = chunks + prefix + (_text(body, "prompt") or "")
+    n_predict = _number(body, "n_predict", -1, -math.inf, math.inf, integer=True)
+    if n_predict == 0 or n_predict < -1:
+        raise BadRequest("n_predict must be -1 (up to the context) or at least 1", "n_predict")
+    max_tokens = context - 1 if n_predict == -1 else n_predict
+    if max_tokens > context - 1:
+        raise BadRequest(f"n_predict must be at most {context - 1}: the model's context is {context}", "n_predict")
+    common = _common({k: v for k, v in body.items() if k != "n"}, context, 1, default_scope)
+    return Sampling(prompt=prompt, suffix=suffix, max_tokens=max_tokens, stop=_stops(body), **common)

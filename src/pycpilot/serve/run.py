@@ -1,0 +1,55 @@
+"""`serve(ServeConfig(...))`: load the model, bind the socket (a one-line error if it cannot), run uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+
+from pycpilot.errors import PycpilotError
+from pycpilot.generate.complete import Completer
+from pycpilot.serve.config import ServeConfig
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(info[0], socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(info[4])
+        sock.listen(128)
+    except (OSError, UnicodeError) as e:
+        raise PycpilotError(f"cannot listen on {host}:{port}: {e.strerror if isinstance(e, OSError) else e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(cfg: ServeConfig) -> None:
+    import uvicorn
+
+    from pycpilot.serve.app import create_app
+
+    cfg.validate()
+    sock = bind(cfg.host, cfg.port)  # before loading: a taken port fails fast
+    completer = Completer(cfg.model, int8=cfg.int8, engine=cfg.engine, threads=cfg.threads)
+    app = create_app(cfg, completer)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"serve: {app.state.server.name} ({completer.loaded.note}, {completer.engine} engine, "
+        f"batch {app.state.server.scheduler.max_batch}) at http://{shown}:{port}/ "
+        f"(OpenAI base URL http://{shown}:{port}/v1)",
+        file=sys.stderr,
+        flush=True,
+    )
+    if not _is_loopback(cfg.host) and not cfg.api_key:
+        print("serve: warning: listening beyond this machine without --api-key", file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, log_level=cfg.log_level, access_log=cfg.log_level in ("info", "debug"))
+    uvicorn.Server(config).run(sockets=[sock])

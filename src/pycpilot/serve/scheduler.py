@@ -1,0 +1,226 @@
+"""The model worker: one thread that owns the model and serves a bounded queue of jobs.
+
+With the native step, jobs run side by side (continuous batching): each row of a job has a slot in one KV
+cache, a new job's prompt runs as soon as it has slots, and every step advances all rows of all jobs at once,
+each at its own position, so four requests cost little more than one (the weights are read once per step).
+Each job samples with its own generator exactly as `Completer.complete` does, so a seeded request gives the
+same text alone or among others. Without the native step (no C compiler, `--engine torch|hf`), jobs run one
+after another through `Completer.complete`.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from pycpilot.generate.complete import Completer, Completion
+from pycpilot.generate.decode import sample_next
+from pycpilot.generate.native import NativeStep
+from pycpilot.generate.text import Stopper
+
+
+@dataclass
+class Job:
+    """One prompt's `n` completions. `emit` is called from the worker thread with ("text", row, piece) while
+    streaming, ("done", row, Completion) as each row ends, and ("end", None, None) once all have."""
+
+    ids: list[int]
+    n: int
+    max_new: int
+    temperature: float
+    top_p: float
+    top_k: int
+    stoppers: list[Stopper]
+    seed: int
+    emit: Callable[[str, int | None, Any], None]
+    stream: bool = False
+    deadline: float | None = None  # time.monotonic()
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    # worker state
+    slots: list[int] = field(default_factory=list)
+    rows: list[list[int]] = field(default_factory=list)
+    done: list[Completion | None] = field(default_factory=list)
+    shown: list[int] = field(default_factory=list)
+    logits: torch.Tensor | None = None
+    generator: torch.Generator | None = None
+
+
+def _text_to(job: Job, row: int) -> Callable[[str], None]:
+    return lambda piece: job.emit("text", row, piece)
+
+
+class Scheduler:
+    def __init__(self, completer: Completer, max_batch: int, queue_size: int) -> None:
+        self.completer = completer
+        self.fast = completer.fast
+        self.batched = self.fast is not None and self.fast.lib is not None
+        self.max_batch = max_batch if self.batched else 1
+        self.queue_size = queue_size
+        self.pending: collections.deque[Job] = collections.deque()
+        self.active: list[Job] = []
+        self.free = list(range(self.max_batch))
+        self.cond = threading.Condition()
+        self.stats = {"served": 0, "cancelled": 0, "rejected": 0, "steps": 0}
+        self.thread: threading.Thread | None = None
+        self.stopping = False
+        self.error: str | None = None
+        self.step: NativeStep | None = None
+        if self.batched:
+            assert self.fast is not None
+            self.cache = self.fast.new_cache(self.max_batch, completer.context)
+            self.step = NativeStep(self.fast.lib, self.fast, self.cache, self.fast.threads)
+
+    # ---- the request side (event loop threads) ----
+
+    def submit(self, job: Job) -> bool:
+        """Queue `job`; False when the queue is full (the caller answers 503)."""
+        with self.cond:
+            if len(self.pending) >= self.queue_size or self.stopping:
+                self.stats["rejected"] += 1
+                return False
+            self.pending.append(job)
+            self.cond.notify()
+            return True
+
+    def health(self) -> dict[str, Any]:
+        with self.cond:
+            return {
+                "queued": len(self.pending),
+                "active_jobs": len(self.active),
+                "active_rows": self.max_batch - len(self.free) if self.batched else len(self.active),
+                "max_batch": self.max_batch,
+                "queue_size": self.queue_size,
+                "worker": "running" if self.thread and self.thread.is_alive() else "stopped",
+                **self.stats,
+            }
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="pycpilot-model", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+
+    # ---- the worker thread ----
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.stopping and not self.active and not self.pending:
+                    self.cond.wait()
+                if self.stopping:
+                    for job in [*self.pending, *self.active]:
+                        job.emit("end", None, "the server is shutting down")
+                    return
+                admitted = self._admit()
+            try:
+                if self.batched:
+                    for job in admitted:
+                        self._prefill(job)
+                    self._advance()
+                else:
+                    for job in admitted:
+                        self._run_alone(job)
+            except Exception as e:  # a bug must not leave requests waiting forever
+                self.error = f"{type(e).__name__}: {e}"
+                with self.cond:
+                    jobs, self.active = self.active, []
+                    self.free = list(range(self.max_batch))
+                for job in jobs:
+                    job.emit("end", None, f"the model worker failed: {self.error}")
+
+    def _admit(self) -> list[Job]:
+        """Move queued jobs in while their rows fit (in order: a big job is not overtaken forever)."""
+        admitted = []
+        while self.pending and (not self.batched or self.pending[0].n <= len(self.free)):
+            if not self.batched and (self.active or admitted):
+                break
+            job = self.pending.popleft()
+            if job.cancelled.is_set():
+                self.stats["cancelled"] += 1
+                job.emit("end", None, None)
+                continue
+            if self.batched:
+                job.slots = [self.free.pop() for _ in range(job.n)]
+            self.active.append(job)
+            admitted.append(job)
+        return admitted
+
+    def _run_alone(self, job: Job) -> None:
+        on_text = (lambda piece: job.emit("text", 0, piece)) if job.stream else None
+        result = self.completer.complete_ids(
+            job.ids, job.n, job.max_new, job.temperature, job.top_p, job.top_k, job.stoppers, job.seed,
+            on_text=on_text, deadline=job.deadline, cancelled=job.cancelled.is_set,
+        )  # fmt: skip
+        for r, completion in enumerate(result):
+            job.emit("done", r, completion)
+        self._retire(job)
+
+    def _prefill(self, job: Job) -> None:
+        """The prompt once into the first slot, copied to the job's other slots; the first logits."""
+        assert self.fast is not None
+        first = job.slots[0]
+        logits = self.fast.step(torch.tensor([job.ids]), 0, self.cache.row(first))
+        for slot in job.slots[1:]:
+            for c in (*self.cache.keys, *self.cache.values):
+                c[slot, :, : len(job.ids)] = c[first, :, : len(job.ids)]
+        job.logits = logits.expand(job.n, -1).clone()
+        job.generator = torch.Generator().manual_seed(job.seed)
+        job.rows = [[] for _ in range(job.n)]
+        job.done = [None] * job.n
+        job.shown = [0] * job.n
+
+    def _advance(self) -> None:
+        """Sample every active row's next token, finish what ended, then one step for the rest."""
+        step_rows: list[tuple[Job, int]] = []
+        for job in list(self.active):
+            assert job.logits is not None
+            token = sample_next(job.logits, job.temperature, job.top_k, job.top_p, job.generator).tolist()
+            out_of_time = job.cancelled.is_set() or (job.deadline is not None and time.monotonic() > job.deadline)
+            for r in range(job.n):
+                if job.done[r] is not None:
+                    continue
+                job.rows[r].append(token[r])
+                last = len(job.rows[r]) == job.max_new or out_of_time
+                job.done[r] = self.completer.finish_row(job.rows[r], job.stoppers[r], last)
+                if job.stream and not job.cancelled.is_set():
+                    job.shown[r] = self.completer.stream_row(
+                        job.rows[r], job.done[r], job.stoppers[r], job.shown[r], _text_to(job, r)
+                    )
+                if job.done[r] is not None:
+                    if not job.cancelled.is_set():
+                        job.emit("done", r, job.done[r])
+                    with self.cond:
+                        self.free.append(job.slots[r])
+                else:
+                    step_rows.append((job, r))
+            if all(d is not None for d in job.done):
+                self._retire(job)
+        if not step_rows:
+            return
+        assert self.step is not None
+        ids = [job.rows[r][-1] for job, r in step_rows]
+        pos = [len(job.ids) + len(job.rows[r]) - 1 for job, r in step_rows]
+        slots = [job.slots[r] for job, r in step_rows]
+        logits = self.step.run_rows(ids, pos, slots)
+        self.stats["steps"] += 1
+        for k, (job, r) in enumerate(step_rows):
+            assert job.logits is not None
+            job.logits[r] = logits[k]
+
+    def _retire(self, job: Job) -> None:
+        with self.cond:
+            if job in self.active:
+                self.active.remove(job)
+            self.stats["cancelled" if job.cancelled.is_set() else "served"] += 1
+        job.emit("end", None, None)

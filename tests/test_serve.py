@@ -1,0 +1,343 @@
+"""`pycpilot serve`: the real server on a free loopback port, driven by the official openai client and raw HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from pycpilot.generate import Completer
+from pycpilot.serve import ServeConfig
+from pycpilot.serve.app import create_app
+from serve_util import InProcess, start_process
+
+PROMPT = "class Store:\n    def __init__(self, size):\n"
+
+
+@pytest.fixture(scope="module")
+def completer(tiny_run: Path) -> Completer:
+    return Completer(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run: Path):
+    proc, base = start_process(tiny_run, "--max-batch", "4", "--queue-size", "8")
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_models_health_and_a_name_without_gpt(server: str) -> None:
+    models = httpx.get(f"{server}/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["pycpilot-gmodel"] and models["object"] == "list"
+    health = httpx.get(f"{server}/health").json()
+    assert health["status"] == "ok" and health["engine"] == "native" and health["queued"] == 0
+    assert health["context"] == 256 and health["max_batch"] == 4  # the tiny run's n_positions
+
+
+def test_openai_client_greedy_equals_complete(client: openai.OpenAI, completer: Completer) -> None:
+    got = client.completions.create(model="pycpilot-gmodel", prompt=PROMPT, max_tokens=20, temperature=0)
+    want = completer.complete(PROMPT, max_new_tokens=20, scope="file").completions[0]
+    choice = got.choices[0]
+    assert choice.text == want.text and choice.finish_reason == want.finish_reason and choice.index == 0
+    assert got.object == "text_completion" and got.model == "pycpilot-gmodel" and got.id.startswith("cmpl-")
+    assert got.usage.prompt_tokens == len(completer.encode(PROMPT, None))
+    assert got.usage.completion_tokens == want.tokens
+
+
+def test_openai_client_streams_the_same_text(client: openai.OpenAI) -> None:
+    kw = dict(model="pycpilot-gmodel", prompt=PROMPT, max_tokens=24, temperature=0)
+    whole = client.completions.create(**kw).choices[0]
+    chunks = list(client.completions.create(stream=True, **kw))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.text
+    assert len([c for c in chunks if c.choices and c.choices[0].text]) > 1  # it came in pieces
+    assert chunks[-1].choices[0].finish_reason == whole.finish_reason
+
+
+def test_suffix_fills_in_the_middle(client: openai.OpenAI, completer: Completer) -> None:
+    suffix = "\n        return self\n"
+    got = client.completions.create(model="pycpilot-gmodel", prompt=PROMPT, suffix=suffix, max_tokens=12, temperature=0)
+    want = completer.complete(PROMPT, suffix=suffix, max_new_tokens=12, scope="file").completions[0]
+    plain = completer.complete(PROMPT, max_new_tokens=12, scope="file").completions[0]
+    assert got.choices[0].text == want.text
+    assert want.ids != plain.ids  # the suffix really reached the model
+
+
+def test_n_samples_with_a_seed_like_complete_does(client: openai.OpenAI, completer: Completer) -> None:
+    kw = dict(model="pycpilot-gmodel", prompt="def ", max_tokens=16, temperature=1.0, n=2, seed=7)
+    got = client.completions.create(**kw)
+    again = client.completions.create(**kw)
+    want = completer.complete("def ", n=2, max_new_tokens=16, temperature=1.0, seed=7, scope="file").completions
+    assert [c.index for c in got.choices] == [0, 1]
+    assert [c.text for c in got.choices] == [c.text for c in again.choices] == [c.text for c in want]
+
+
+def test_logprobs_echo_and_prompt_lists(client: openai.OpenAI) -> None:
+    got = client.completions.create(
+        model="pycpilot-gmodel", prompt=["def ", "import "], max_tokens=6, temperature=0, logprobs=2, echo=True
+    )
+    assert [c.index for c in got.choices] == [0, 1]
+    for choice, prompt in zip(got.choices, ["def ", "import "], strict=True):
+        assert choice.text.startswith(prompt)
+        lp = choice.logprobs
+        assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset)
+        assert lp.token_logprobs[0] is None  # echo: the first prompt token has nothing before it
+        assert all(v <= 0 for v in lp.token_logprobs[1:]) and all(len(t) <= 2 for t in lp.top_logprobs[1:])
+        assert "".join(lp.tokens) == choice.text
+
+
+def test_time_cap_ends_a_completion_as_length(server: str) -> None:
+    body = {"prompt": PROMPT, "max_tokens": 40, "temperature": 0, "t_max_predict_ms": 0.001}
+    got = httpx.post(f"{server}/v1/completions", json=body).json()
+    assert got["choices"][0]["finish_reason"] == "length" and got["usage"]["completion_tokens"] == 1
+
+
+def test_a_prompt_past_the_context_is_cut_from_the_left_and_says_so(server: str) -> None:
+    long = "x = 1\n" * 400
+    got = httpx.post(f"{server}/v1/completions", json={"prompt": long, "max_tokens": 8}).json()
+    assert "first" in got["warning"] and got["usage"]["prompt_tokens"] <= 256 - 8
+
+
+def test_scope_line_stops_at_the_end_of_the_line(server: str) -> None:
+    body = {"prompt": PROMPT, "max_tokens": 40, "temperature": 0, "scope": "line"}
+    text = httpx.post(f"{server}/v1/completions", json=body).json()["choices"][0]["text"]
+    assert "\n" not in text
+
+
+def test_infill_like_llama_cpp(server: str, completer: Completer) -> None:
+    body = {
+        "input_prefix": PROMPT,
+        "input_suffix": "\n        return self\n",
+        "input_extra": [{"filename": "util.py", "text": "def helper():\n    pass\n"}],
+        "n_predict": 12,
+        "temperature": 0,
+    }
+    got = httpx.post(f"{server}/infill", json=body).json()
+    prompt = "# util.py\ndef helper():\n    pass\n\n" + PROMPT
+    want = completer.complete(prompt, suffix=body["input_suffix"], max_new_tokens=12, scope="block").completions[0]
+    assert got["content"] == want.text and got["stop"] is True
+    assert got["tokens_evaluated"] == len(completer.encode(prompt, body["input_suffix"]))
+    assert got["stop_type"] in ("eos", "word", "limit") and got["truncated"] is False
+    with httpx.stream("POST", f"{server}/infill", json={**body, "stream": True}) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert "".join(e["content"] for e in events) == got["content"]
+    assert events[-1]["stop"] is True and all(e["stop"] is False for e in events[:-1])
+
+
+BAD = [
+    (b"{bad json", None, "not valid JSON"),
+    (b"[1, 2]", None, "JSON object"),
+    ({"prompt": 5}, "prompt", "prompt must be"),
+    ({"prompt": "x", "max_tokens": 0}, "max_tokens", "at least 1"),
+    ({"prompt": "x", "max_tokens": 256}, "max_tokens", "at most 255: the model's context is 256"),
+    ({"prompt": "x", "max_tokens": "10"}, "max_tokens", "integer"),
+    ({"prompt": "x", "n": 0}, "n", "between 1 and 4"),
+    ({"prompt": "x", "n": 5}, "n", "between 1 and 4"),
+    ({"prompt": ["a", "b", "c"], "n": 2}, "n", "prompts x n"),
+    ({"prompt": "x", "logprobs": 6}, "logprobs", "between 0 and 5"),
+    ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
+    ({"prompt": "x", "stop": [1]}, "stop", "strings"),
+    ({"prompt": "x", "model": "gpt-3.5-turbo-instruct"}, "model", "unknown model"),
+    ({"prompt": "x", "temperature": "hot"}, "temperature", "number"),
+    ({"prompt": "x", "temperature": 3}, "temperature", "between 0 and 2"),
+    ({"prompt": "x", "top_p": float("nan")}, "top_p", None),
+    ({"prompt": "x", "stream": "yes"}, "stream", "true or false"),
+    ({"prompt": "x", "suffix": 3}, "suffix", "string"),
+    ({"prompt": "x", "seed": -1}, "seed", "seed must be"),
+    ({"prompt": "x", "scope": "page"}, "scope", "scope must be"),
+]
+
+
+@pytest.mark.parametrize(("body", "param", "words"), BAD)
+def test_bad_completion_requests_get_400_naming_the_field(server: str, body, param, words) -> None:
+    if isinstance(body, bytes):
+        r = httpx.post(f"{server}/v1/completions", content=body, headers={"content-type": "application/json"})
+    elif param == "top_p":  # NaN is not JSON: send what a careless client would
+        r = httpx.post(f"{server}/v1/completions", content=b'{"prompt": "x", "top_p": NaN}')
+    else:
+        r = httpx.post(f"{server}/v1/completions", json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+    assert words is None or words in error["message"]
+
+
+def test_bad_infill_requests_get_400(server: str) -> None:
+    for body, param in [
+        ({"input_prefix": 3}, "input_prefix"),
+        ({"input_extra": [{"filename": "a", "text": 5}]}, "input_extra"),
+        ({"n_predict": 0}, "n_predict"),
+        ({"n_predict": 500}, "n_predict"),
+    ]:
+        r = httpx.post(f"{server}/infill", json=body)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, (body, r.text)
+
+
+def test_unknown_paths_and_methods_answer_in_the_error_shape(server: str) -> None:
+    assert httpx.get(f"{server}/v1/nothing").json()["error"]["message"] == "Not Found"
+    assert httpx.get(f"{server}/v1/completions").status_code == 405
+
+
+def test_request_size_is_capped(tiny_run: Path) -> None:
+    app = create_app(ServeConfig(model=tiny_run, max_request_kb=1), Completer(tiny_run))
+    s = InProcess(app)
+    try:
+        big = {"prompt": "x" * 2000}
+        r = httpx.post(f"{s.base}/v1/completions", json=big)
+        assert r.status_code == 413 and "1 KiB" in r.json()["error"]["message"]
+
+        def chunks():
+            yield b'{"prompt": "'
+            yield b"y" * 3000
+            yield b'"}'
+
+        r = httpx.post(f"{s.base}/v1/completions", content=chunks())  # no Content-Length: counted as it comes
+        assert r.status_code == 413
+    finally:
+        s.close()
+
+
+def test_api_key_and_cors(tiny_run: Path) -> None:
+    key = "s3cret-key-123"
+    cfg = ServeConfig(model=tiny_run, api_key=key, cors_origins=["https://editor.example"])
+    s = InProcess(create_app(cfg, Completer(tiny_run)))
+    url = f"{s.base}/v1/completions"
+    body = {"prompt": "def ", "max_tokens": 2}
+    try:
+        assert httpx.post(url, json=body).status_code == 401
+        wrong = httpx.post(url, json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        assert httpx.get(f"{s.base}/v1/models").status_code == 401
+        assert httpx.post(url, json=body, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        assert httpx.post(url, json=body, headers={"x-api-key": key}).status_code == 200
+        assert httpx.get(f"{s.base}/health").status_code == 200 and httpx.get(s.base + "/").status_code == 200
+        for origin, allowed in [
+            ("http://localhost:5173", True),
+            ("http://127.0.0.1:8080", True),
+            ("https://editor.example", True),
+            ("https://evil.example", False),
+            ("http://localhost.evil.example", False),
+        ]:
+            pre = httpx.options(
+                url,
+                headers={"Origin": origin, "Access-Control-Request-Method": "POST",
+                         "Access-Control-Request-Headers": "authorization,content-type"},
+            )  # fmt: skip
+            assert (pre.headers.get("access-control-allow-origin") == origin) == allowed, origin
+            assert (pre.status_code == 200) == allowed, origin
+    finally:
+        s.close()
+
+
+def _held(tiny_run: Path, **kw) -> tuple[InProcess, object]:
+    """A server whose model worker has not started: requests wait in its queue."""
+    app = create_app(ServeConfig(model=tiny_run, **kw), Completer(tiny_run), start_worker=False)
+    return InProcess(app), app.state.server.scheduler
+
+
+def _health(s: InProcess) -> dict:
+    return httpx.get(f"{s.base}/health").json()
+
+
+def _wait_for(check, timeout: float = 10.0) -> None:
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < timeout, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_a_full_queue_answers_503_with_retry_after(tiny_run: Path) -> None:
+    import concurrent.futures
+
+    s, scheduler = _held(tiny_run, queue_size=1)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(
+                httpx.post, f"{s.base}/v1/completions", json={"prompt": "def ", "max_tokens": 4}, timeout=60
+            )
+            _wait_for(lambda: _health(s)["queued"] == 1)
+            busy = httpx.post(f"{s.base}/v1/completions", json={"prompt": "def ", "max_tokens": 4})
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+            assert busy.json()["error"]["code"] == "overloaded"
+            scheduler.start()  # the worker catches up: the queued request is answered
+            assert first.result().status_code == 200
+        health = _health(s)
+        assert health["rejected"] == 1 and health["served"] == 1 and health["queued"] == 0
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_cancels_its_request(stream: bool, tiny_run: Path) -> None:
+    s, scheduler = _held(tiny_run)
+    try:
+        host, port = s.base.removeprefix("http://").split(":")
+        body = json.dumps({"prompt": "def ", "max_tokens": 30, "stream": stream}).encode()
+        raw = socket.create_connection((host, int(port)))
+        raw.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        _wait_for(lambda: _health(s)["queued"] == 1)
+        raw.close()  # gone before the worker took the request
+        time.sleep(0.5)  # the server notices (it polls every 50 ms)
+        scheduler.start()
+        _wait_for(lambda: _health(s)["cancelled"] == 1)
+        health = _health(s)
+        assert health["served"] == 0 and health["queued"] == 0 and health["active_rows"] == 0
+        ok = httpx.post(f"{s.base}/v1/completions", json={"prompt": "def ", "max_tokens": 3})
+        assert ok.status_code == 200  # and the server goes on
+    finally:
+        s.close()
+
+
+def test_without_the_native_step_requests_run_one_by_one(tiny_run: Path, completer: Completer) -> None:
+    torch_completer = Completer(tiny_run, engine="torch")
+    s = InProcess(create_app(ServeConfig(model=tiny_run), torch_completer))
+    try:
+        got = httpx.post(f"{s.base}/v1/completions", json={"prompt": PROMPT, "max_tokens": 10, "temperature": 0}).json()
+        want = completer.complete(PROMPT, max_new_tokens=10, scope="file").completions[0].text
+        assert got["choices"][0]["text"] == want and _health(s)["max_batch"] == 1
+        with httpx.stream(
+            "POST",
+            f"{s.base}/v1/completions",
+            json={"prompt": PROMPT, "max_tokens": 10, "temperature": 0, "stream": True},
+        ) as r:
+            pieces = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: ") and x != "data: [DONE]"]
+        assert "".join(p["choices"][0]["text"] for p in pieces) == want
+    finally:
+        s.close()
+
+
+def test_serve_cli_errors_are_one_line(tiny_run: Path, tmp_path: Path) -> None:
+    exe = str(Path(sys.executable).with_name("pycpilot"))
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = str(taken.getsockname()[1])
+    try:
+        for args, words in [
+            (["--model", str(tiny_run), "--port", port], "cannot listen on 127.0.0.1"),
+            (["--model", str(tmp_path / "none"), "--port", "0"], "does not exist"),
+            (["--model", str(tiny_run), "--model-name", "my-gpt"], 'must not contain "gpt"'),
+            (["--model", str(tiny_run), "--api-key", "short"], "at least 8"),
+            (["--model", str(tiny_run), "--cors-origin", "evil.example/path"], "--cors-origin takes"),
+        ]:
+            done = subprocess.run([exe, "serve", *args], capture_output=True, text=True, timeout=120)
+            assert done.returncode == 2 and words in done.stderr, (args, done.stderr)
+            assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    finally:
+        taken.close()
