@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean browser
 
 install: $(STAMP)
 
@@ -36,8 +36,17 @@ demo: install
 lint: install
 	$(BIN)/ruff check src tests bench
 
-test: lint
-	$(BIN)/python -m pytest
+# The playground test drives Debian's Chromium (Playwright's own browser download needs the internet).
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null \
+			|| { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null; }; \
+		else echo "make: Chromium is missing: install Debian's chromium package (sudo apt-get install chromium)"; exit 1; fi; }
+
+test: lint browser
+	PYCPILOT_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
 
 bench: install
 	$(BIN)/python bench/bench_data.py
@@ -45,6 +54,7 @@ bench: install
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_sandbox.py
+	$(BIN)/python bench/bench_serve.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -311,3 +311,32 @@ def test_a_huge_prompt_file_is_a_one_line_error(tiny_run: Path, tmp_path: Path, 
     f.write_text("x = 1\n" * 200, encoding="utf-8")
     with pytest.raises(PycpilotError, match=r"big\.py holds more than"):
         complete(CompleteConfig(model=tiny_run, file=f, quiet=True))
+
+
+def test_token_healing_gives_back_a_trailing_whitespace_token(tiny_run: Path, completer: Completer) -> None:
+    prompt = PROMPTS[0]  # ends with a newline
+    ids = completer.encode(prompt, None)
+    healed_ids, _, _, healed = completer.prepare(prompt, None, 20, bos=False, heal=True)
+    assert healed_ids == ids[:-1] and healed == completer.text.table[ids[-1]] and not healed.strip()
+    assert completer.prepare("def mean", None, 20, bos=False, heal=True)[3] == b""  # nothing to heal
+    assert completer.prepare(prompt, "\n    return x\n", 20, bos=False, heal=True)[3] == b""  # FIM: as trained
+    got = completer.complete(prompt, max_new_tokens=20, scope="file", heal=True).completions[0]
+    first = completer.text.table[got.ids[0]]
+    assert first.startswith(healed)  # the first new token re-spells what was given back
+    assert got.text == completer.text.decode(got.ids)[len(healed) :]
+    hf = Completer(tiny_run, engine="hf").complete(prompt, max_new_tokens=20, scope="file", heal=True).completions[0]
+    assert hf.ids == got.ids and hf.text == got.text  # both engines heal alike
+    torch_engine = Completer(tiny_run, engine="torch").complete(prompt, max_new_tokens=20, scope="file", heal=True)
+    assert torch_engine.completions[0].ids == got.ids
+
+
+def test_cli_heals_by_default_and_no_heal_turns_it_off(tiny_run: Path, completer: Completer) -> None:
+    exe = str(Path(sys.executable).with_name("pycpilot"))
+    base = [exe, "complete", "--model", str(tiny_run), "--max-new-tokens", "12", "--scope", "file", "--no-stream"]
+    prompt = PROMPTS[0]
+    healed = subprocess.run([*base, prompt], capture_output=True, text=True, timeout=120)
+    plain = subprocess.run([*base, "--no-heal", prompt], capture_output=True, text=True, timeout=120)
+    assert healed.returncode == plain.returncode == 0
+    want = completer.complete(prompt, max_new_tokens=12, scope="file", heal=True).completions[0].text
+    want_plain = completer.complete(prompt, max_new_tokens=12, scope="file").completions[0].text
+    assert healed.stdout.rstrip("\n") == want.rstrip("\n") and plain.stdout.rstrip("\n") == want_plain.rstrip("\n")

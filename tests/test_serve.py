@@ -49,11 +49,11 @@ def test_models_health_and_a_name_without_gpt(server: str) -> None:
 
 def test_openai_client_greedy_equals_complete(client: openai.OpenAI, completer: Completer) -> None:
     got = client.completions.create(model="pycpilot-gmodel", prompt=PROMPT, max_tokens=20, temperature=0)
-    want = completer.complete(PROMPT, max_new_tokens=20, scope="file").completions[0]
+    want = completer.complete(PROMPT, max_new_tokens=20, scope="file", heal=True).completions[0]
     choice = got.choices[0]
     assert choice.text == want.text and choice.finish_reason == want.finish_reason and choice.index == 0
     assert got.object == "text_completion" and got.model == "pycpilot-gmodel" and got.id.startswith("cmpl-")
-    assert got.usage.prompt_tokens == len(completer.encode(PROMPT, None))
+    assert got.usage.prompt_tokens == len(completer.encode(PROMPT, None)) - 1  # the healed newline token
     assert got.usage.completion_tokens == want.tokens
 
 
@@ -79,7 +79,8 @@ def test_n_samples_with_a_seed_like_complete_does(client: openai.OpenAI, complet
     kw = dict(model="pycpilot-gmodel", prompt="def ", max_tokens=16, temperature=1.0, n=2, seed=7)
     got = client.completions.create(**kw)
     again = client.completions.create(**kw)
-    want = completer.complete("def ", n=2, max_new_tokens=16, temperature=1.0, seed=7, scope="file").completions
+    want = completer.complete("def ", n=2, max_new_tokens=16, temperature=1.0, seed=7, scope="file", heal=True)
+    want = want.completions
     assert [c.index for c in got.choices] == [0, 1]
     assert [c.text for c in got.choices] == [c.text for c in again.choices] == [c.text for c in want]
 
@@ -89,6 +90,9 @@ def test_logprobs_echo_and_prompt_lists(client: openai.OpenAI) -> None:
         model="pycpilot-gmodel", prompt=["def ", "import "], max_tokens=6, temperature=0, logprobs=2, echo=True
     )
     assert [c.index for c in got.choices] == [0, 1]
+    plain = client.completions.create(model="pycpilot-gmodel", prompt="def ", max_tokens=6, temperature=0, logprobs=1)
+    lp = plain.choices[0].logprobs
+    assert "".join(lp.tokens) == plain.choices[0].text  # the healed space is the prompt's, not the completion's
     for choice, prompt in zip(got.choices, ["def ", "import "], strict=True):
         assert choice.text.startswith(prompt)
         lp = choice.logprobs
@@ -309,7 +313,7 @@ def test_without_the_native_step_requests_run_one_by_one(tiny_run: Path, complet
     s = InProcess(create_app(ServeConfig(model=tiny_run), torch_completer))
     try:
         got = httpx.post(f"{s.base}/v1/completions", json={"prompt": PROMPT, "max_tokens": 10, "temperature": 0}).json()
-        want = completer.complete(PROMPT, max_new_tokens=10, scope="file").completions[0].text
+        want = completer.complete(PROMPT, max_new_tokens=10, scope="file", heal=True).completions[0].text
         assert got["choices"][0]["text"] == want and _health(s)["max_batch"] == 1
         with httpx.stream(
             "POST",
@@ -341,3 +345,15 @@ def test_serve_cli_errors_are_one_line(tiny_run: Path, tmp_path: Path) -> None:
             assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     finally:
         taken.close()
+
+
+def test_the_listening_socket_says_tcp_so_asyncio_turns_nagle_off() -> None:
+    from pycpilot.serve.run import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        # asyncio sets TCP_NODELAY only on accepted sockets whose proto is TCP; without it every kept-alive
+        # request waited ~40 ms for a delayed ACK (seen in bench_serve).
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()

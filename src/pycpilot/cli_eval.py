@@ -40,6 +40,13 @@ def add_complete(sub: argparse._SubParsersAction) -> None:
         "torch ops) or hf (transformers' generate, for comparison)",
     )
     p.add_argument("--threads", type=int, default=None, help="threads of the native step (default: torch's count)")
+    p.add_argument(
+        "--no-heal",
+        dest="heal",
+        action="store_false",
+        help="keep a prompt's trailing whitespace token (by default it is given back and the first new token "
+        "must start with it: token healing)",
+    )
     p.add_argument("--no-stream", dest="stream", action="store_false", help="print at the end, not as it comes")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing (for scripts using the API)")
     p.set_defaults(run=_run_complete)

@@ -70,6 +70,7 @@ class CompleteConfig:
     int8: bool = False
     engine: str = "auto"  # auto (native if it builds, else torch), native, torch, or hf (transformers' generate)
     threads: int | None = None  # for the native step; None: torch's thread count
+    heal: bool = True  # token healing of a prompt that ends in whitespace (see Completer._heal)
     stream: bool = True  # print the first completion as it arrives
     quiet: bool = False
 
@@ -127,6 +128,7 @@ class Completer:
         vocab = self.tokenizer.get_vocab()
         self.fim = [vocab.get(t) for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)]
         self.stop_ids = set(self.tokenizer.all_special_ids)
+        self._masks: dict[bytes, torch.Tensor] = {}
 
     def tokens(self, text: str) -> list[int]:
         """Ids of `text` as data: a special token's spelling in it is plain text, as `pack` encoded training files."""
@@ -163,12 +165,45 @@ class Completer:
             tail = [*tail[: len(tail) - 1 - rest], tail[-1]]
         return [*head, *left[drop:], *tail], over
 
-    def prepare(self, prompt: str, suffix: str | None, max_new_tokens: int, bos: bool) -> tuple[list[int], int, int]:
-        """(prompt ids fitted to the context, how many tokens were cut, max new tokens that still fit)."""
+    def prepare(
+        self, prompt: str, suffix: str | None, max_new_tokens: int, bos: bool, heal: bool = False
+    ) -> tuple[list[int], int, int, bytes]:
+        """(prompt ids fitted to the context, how many tokens were cut, max new tokens that still fit, the
+        healed bytes: with `heal`, a prompt ending in whitespace gives its last token back, see `_heal`)."""
         max_new_tokens = min(max_new_tokens, self.context - 1)
         ids, cut = self._fit(prompt, suffix, bos, max(self.context - max_new_tokens, self.context // 2, 1))
+        healed = b""
+        if heal:
+            ids, healed = self._heal(ids, suffix is not None)
         ids = ids or [self.tokenizer.eos_token_id]
-        return ids, cut, min(max_new_tokens, self.context - len(ids))
+        return ids, cut, min(max_new_tokens, self.context - len(ids)), healed
+
+    def _heal(self, ids: list[int], fim: bool) -> tuple[list[int], bytes]:
+        """Token healing for a prompt that ends in whitespace (the cursor after Enter, or after an indent).
+
+        Training text spells a newline together with the next line's indentation ("\n    ") and a space
+        together with the next word (" return"): a prompt cut right after them ends in a token the model
+        rarely saw there, and it tends to end the block at once. So the last token is taken back and the first
+        new token must start with its bytes; those bytes are then not part of the completion."""
+        table = self.text.table
+        if fim or table is None or len(ids) < 2 or ids[-1] >= len(table) or ids[-1] in self.text.special:
+            return ids, b""  # with a suffix the prompt is framed as in training: left alone
+        last = table[ids[-1]]
+        if not last or last.strip(b" \t\n"):  # only a whitespace token is given back
+            return ids, b""
+        return ids[:-1], last
+
+    def first_mask(self, healed: bytes) -> torch.Tensor | None:
+        """Which tokens may come first after healing `healed` bytes: those that start with them."""
+        if not healed:
+            return None
+        if healed not in self._masks:
+            table = self.text.table or []
+            allowed = [i for i, b in enumerate(table) if b.startswith(healed) and i not in self.text.special]
+            mask = torch.zeros(self.model.config.vocab_size, dtype=torch.bool)
+            mask[allowed] = True
+            self._masks[healed] = mask
+        return self._masks[healed]
 
     def complete(
         self,
@@ -186,6 +221,7 @@ class Completer:
         deadline: float | None = None,
         cancelled: Callable[[], bool] | None = None,
         bos: bool = False,
+        heal: bool = False,
     ) -> Result:
         """`n` completions of `prompt`; `on_text` gets the first one's text piece by piece as it is decided.
 
@@ -195,11 +231,12 @@ class Completer:
         least half the context, and `max_new_tokens` shrinks to what is left."""
         check_settings(n, max_new_tokens, temperature, top_p, top_k, stop or [], scope, seed)
         start = time.perf_counter()
-        ids, cut, max_new_tokens = self.prepare(prompt, suffix, max_new_tokens, bos)
-        stoppers = [Stopper(prompt, stop or [], scope) for _ in range(n)]
+        ids, cut, max_new_tokens, healed = self.prepare(prompt, suffix, max_new_tokens, bos, heal)
+        stoppers = [Stopper(prompt, stop or [], scope, len(healed)) for _ in range(n)]
         outs = self.complete_ids(
-            ids, n, max_new_tokens, temperature, top_p, top_k, stoppers, seed, on_text, deadline, cancelled
-        )
+            ids, n, max_new_tokens, temperature, top_p, top_k, stoppers, seed, on_text, deadline, cancelled,
+            self.first_mask(healed),
+        )  # fmt: skip
         return Result(outs, len(ids), cut, time.perf_counter() - start, self.engine)
 
     def complete_ids(
@@ -215,14 +252,16 @@ class Completer:
         on_text: Callable[[str], None] | None = None,
         deadline: float | None = None,
         cancelled: Callable[[], bool] | None = None,
+        first: torch.Tensor | None = None,
     ) -> list[Completion]:
-        """`complete` after the prompt is fitted (`prepare`): the `n` completions of prompt ids `ids`."""
+        """`complete` after the prompt is fitted (`prepare`): the `n` completions of prompt ids `ids`; `first`:
+        the tokens allowed first (token healing)."""
         if self.fast is not None:
             generator = torch.Generator().manual_seed(seed)
             return self._fast(
-                ids, n, max_new, temperature, top_p, top_k, generator, stoppers, on_text, deadline, cancelled
+                ids, n, max_new, temperature, top_p, top_k, generator, stoppers, on_text, deadline, cancelled, first
             )
-        outs = self._hf(ids, n, max_new, temperature, top_p, top_k, seed, stoppers, deadline, cancelled)
+        outs = self._hf(ids, n, max_new, temperature, top_p, top_k, seed, stoppers, deadline, cancelled, first)
         if on_text is not None and outs[0].text:
             on_text(outs[0].text)  # transformers' generate does not stream: all of it at the end
         return outs
@@ -232,7 +271,7 @@ class Completer:
         ended = bool(new) and new[-1] in self.stop_ids
         if not (ended or length_done or stopper.stops or stopper.scope != "file"):
             return None  # only EOS or the length can end it: no need to look at the text yet
-        text = self.text.decode(new[:-1] if ended else new)
+        text = self.text.decode(new[:-1] if ended else new)[stopper.skip :]
         where = stopper.cut(text)
         if where is not None:
             return Completion(text[:where], "stop", len(new), list(new))
@@ -255,6 +294,7 @@ class Completer:
         on_text: Callable[[str], None] | None,
         deadline: float | None,
         cancelled: Callable[[], bool] | None,
+        first: torch.Tensor | None = None,
     ) -> list[Completion]:
         fast = self.fast
         assert fast is not None
@@ -264,6 +304,8 @@ class Completer:
         if n > 1:
             cache.copy_row(0, len(ids))
         logits = logits.expand(n, -1)
+        if first is not None:
+            logits = logits.masked_fill(~first[: logits.shape[-1]], float("-inf"))
         rows: list[list[int]] = [[] for _ in range(n)]
         done: list[Completion | None] = [None] * n
         shown = 0
@@ -286,7 +328,7 @@ class Completer:
     def stream_row(
         self, row: list[int], done: Completion | None, stopper: Stopper, shown: int, on_text: Callable[[str], None]
     ) -> int:
-        text = done.text if done is not None else self.text.decode(row)
+        text = done.text if done is not None else self.text.decode(row)[stopper.skip :]
         upto = len(text) if done is not None else safe_stream_length(text, stopper)
         if upto > shown:
             on_text(text[shown:upto])
@@ -305,8 +347,15 @@ class Completer:
         stoppers: list[Stopper],
         deadline: float | None = None,
         cancelled: Callable[[], bool] | None = None,
+        first: torch.Tensor | None = None,
     ) -> list[Completion]:
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+        class FirstToken(LogitsProcessor):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+                if first is None or input_ids.shape[1] != len(ids):
+                    return scores
+                return scores.masked_fill(~first[: scores.shape[-1]], float("-inf"))
 
         class OutOfTime(StoppingCriteria):
             def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
@@ -326,6 +375,7 @@ class Completer:
                 pad_token_id=self.tokenizer.eos_token_id,
                 eos_token_id=sorted(self.stop_ids),
                 stopping_criteria=StoppingCriteriaList([OutOfTime()]),
+                logits_processor=LogitsProcessorList([FirstToken()]),
                 **extra,
             )
         out = out.expand(n, -1)
@@ -390,6 +440,7 @@ def complete(cfg: CompleteConfig) -> Result:
         cfg.scope,
         cfg.seed,
         on_text=show if streaming else None,
+        heal=cfg.heal,
     )
     if not cfg.quiet:
         for i, c in enumerate(result.completions):

@@ -123,12 +123,16 @@ class FastGPT2:
             return cache.native.run(ids, start)
         d, heads, head_dim, eps, scale = self.d, self.n_head, self.head_dim, self.eps, self.scale
         x = self.wte[ids] + self.wpe[start:end]
-        for layer, keys, values in zip(self.layers, cache.keys, cache.values, strict=True):
+        last = len(self.layers) - 1
+        for i, (layer, keys, values) in enumerate(zip(self.layers, cache.keys, cache.values, strict=True)):
             h = F.layer_norm(x, (d,), *layer["ln_1"], eps)
             q, k, v = layer["attn"](h.view(b * t, d)).view(b, t, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
             keys[:, :, start:end] = k
             values[:, :, start:end] = v
-            a = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], is_causal=t > 1, scale=scale)
+            if i == last and t > 1 and not every:  # only the last position's output is used: the rest of the
+                q, x, t = q[:, :, -1:], x[:, -1:], 1  # last layer runs for it alone (a prompt's ~1/n_layer less)
+            causal = t > 1
+            a = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], is_causal=causal, scale=scale)
             x = x + layer["proj"](a.transpose(1, 2).reshape(b * t, d)).view(b, t, d)
             h = F.layer_norm(x, (d,), *layer["ln_2"], eps)
             x = x + layer["out"](self.act(layer["fc"](h.view(b * t, d)))).view(b, t, d)

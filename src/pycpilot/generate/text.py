@@ -66,7 +66,8 @@ def _indent(line: str) -> int:
 class Stopper:
     """Where the completion of one prompt ends: a stop string, the end of the line, or of the block."""
 
-    def __init__(self, prompt: str, stops: list[str], scope: str) -> None:
+    def __init__(self, prompt: str, stops: list[str], scope: str, skip: int = 0) -> None:
+        self.skip = skip  # characters the new tokens repeat from the prompt (token healing): not completion text
         self.scope = scope
         self.stops = [s for s in stops if s] + (BLOCK_STOPS if scope == "block" else [])
         self.current_line = prompt.rsplit("\n", 1)[-1]  # the line the cursor is on

@@ -51,12 +51,13 @@ class Server:
 
     def job(self, s: Sampling, emit: Any) -> tuple[Job, int]:
         """A worker job for one prompt, and how many prompt tokens were cut to fit the context."""
-        ids, cut, max_new = self.completer.prepare(s.prompt, s.suffix, s.max_tokens, bos=False)
-        stoppers = [Stopper(s.prompt, s.stop, s.scope) for _ in range(s.n)]
+        ids, cut, max_new, healed = self.completer.prepare(s.prompt, s.suffix, s.max_tokens, False, s.heal)
+        stoppers = [Stopper(s.prompt, s.stop, s.scope, len(healed)) for _ in range(s.n)]
         deadline = time.monotonic() + s.time_limit_ms / 1000 if s.time_limit_ms else None
         seed = s.seed if s.seed is not None else secrets.randbits(63)
         temperature = s.temperature if s.temperature >= 1e-6 else 0.0
         job = Job(ids, s.n, max_new, temperature, s.top_p, s.top_k, stoppers, seed, emit, s.stream, deadline)
+        job.first = self.completer.first_mask(healed)
         return job, cut
 
     def submit(self, samplings: list[Sampling]) -> tuple[list[Job], list[int], asyncio.Queue] | Response:
@@ -198,7 +199,8 @@ def create_app(cfg: ServeConfig, completer: Completer, start_worker: bool = True
                 text = (s.prompt if s.echo else "") + c.text
                 lp = None
                 if s.logprobs is not None:
-                    lp = logprobs_object(completer, job.ids, _kept(completer, c), s.logprobs, s.echo, 0)
+                    skip = job.stoppers[0].skip
+                    lp = logprobs_object(completer, job.ids, _kept(completer, c), s.logprobs, s.echo, skip)
                 choices.append({"text": text, "index": i * s.n + r, "logprobs": lp, "finish_reason": c.finish_reason})
         prompt_tokens = sum(len(j.ids) for j in jobs)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": used, "total_tokens": prompt_tokens + used}
@@ -342,8 +344,9 @@ async def _stream_openai(
                 lp = None
                 if s.logprobs is not None:
                     lp = logprobs_object(
-                        server.completer, jobs[index].ids, _kept(server.completer, value), s.logprobs, False, 0
-                    )
+                        server.completer, jobs[index].ids, _kept(server.completer, value), s.logprobs, False,
+                        jobs[index].stoppers[0].skip,
+                    )  # fmt: skip
                 yield _sse({**head, "choices": [_chunk(index * n + row, "", value.finish_reason, lp)]})
             elif kind == "end":
                 ended += 1

@@ -15,10 +15,11 @@ from pycpilot.generate.complete import Completer
 
 @torch.inference_mode()
 def logprobs_object(
-    completer: Completer, prompt_ids: list[int], new_ids: list[int], top: int, echo: bool, start_offset: int
+    completer: Completer, prompt_ids: list[int], new_ids: list[int], top: int, echo: bool, healed: int = 0
 ) -> dict[str, Any]:
     """`tokens`, `token_logprobs`, `top_logprobs` and `text_offset` of the new tokens (and of the prompt's
-    with `echo`; its first token has no logprob). `start_offset`: where the first listed token's text begins."""
+    with `echo`; its first token has no logprob). `healed`: characters of the first new token that repeat the
+    prompt (token healing): left out of its text unless the prompt is echoed."""
     ids = prompt_ids + new_ids
     x = torch.tensor([ids])
     if completer.fast is not None:
@@ -28,9 +29,11 @@ def logprobs_object(
     logp = torch.log_softmax(logits.float(), dim=-1)
     first = 0 if echo else len(prompt_ids)
     tokens, token_lp, top_lp, offsets = [], [], [], []
-    offset = start_offset
+    offset = 0
     for i in range(first, len(ids)):
         text = completer.tokenizer.decode([ids[i]])
+        if i == len(prompt_ids) and not echo:
+            text = text[healed:]
         tokens.append(text)
         offsets.append(offset)
         offset += len(text)

@@ -45,6 +45,7 @@ class Sampling:
     echo: bool = False
     stream: bool = False
     time_limit_ms: float | None = None  # t_max_predict_ms
+    heal: bool = True  # token healing of a prompt ending in whitespace (our extension)
 
 
 def _number(body: dict[str, Any], name: str, default: float, low: float, high: float, integer: bool = False) -> Any:
@@ -100,6 +101,7 @@ def _common(body: dict[str, Any], context: int, max_n: int, default_scope: str) 
         "scope": _scope(body, default_scope),
         "seed": seed,
         "stream": _flag(body, "stream"),
+        "heal": _flag(body, "heal") if "heal" in body else True,
         "time_limit_ms": _number(body, "t_max_predict_ms", 0, 0, 3_600_000) or None,
     }
 

@@ -42,6 +42,7 @@ class Job:
     stream: bool = False
     deadline: float | None = None  # time.monotonic()
     cancelled: threading.Event = field(default_factory=threading.Event)
+    first: torch.Tensor | None = None  # tokens allowed first (token healing)
     # worker state
     slots: list[int] = field(default_factory=list)
     rows: list[list[int]] = field(default_factory=list)
@@ -160,7 +161,7 @@ class Scheduler:
         on_text = (lambda piece: job.emit("text", 0, piece)) if job.stream else None
         result = self.completer.complete_ids(
             job.ids, job.n, job.max_new, job.temperature, job.top_p, job.top_k, job.stoppers, job.seed,
-            on_text=on_text, deadline=job.deadline, cancelled=job.cancelled.is_set,
+            on_text=on_text, deadline=job.deadline, cancelled=job.cancelled.is_set, first=job.first,
         )  # fmt: skip
         for r, completion in enumerate(result):
             job.emit("done", r, completion)
@@ -175,6 +176,8 @@ class Scheduler:
             for c in (*self.cache.keys, *self.cache.values):
                 c[slot, :, : len(job.ids)] = c[first, :, : len(job.ids)]
         job.logits = logits.expand(job.n, -1).clone()
+        if job.first is not None:
+            job.logits.masked_fill_(~job.first[: job.logits.shape[-1]], float("-inf"))
         job.generator = torch.Generator().manual_seed(job.seed)
         job.rows = [[] for _ in range(job.n)]
         job.done = [None] * job.n
