@@ -327,13 +327,38 @@ static void attend(const Model *m, const Layer *l, int64_t b, int64_t hd, int64_
     const float *values = l->values + ((slot * m->n_head + hd) * len) * dh;
     float *s = m->scores + (b * m->n_head + hd) * len;
     const float scale = 1.0f / sqrtf((float)dh);
-    float top = -INFINITY;
-    for (int64_t t = 0; t <= pos; t++) {
-        s[t] = dot(q, keys + t * dh, dh) * scale;
-        top = s[t] > top ? s[t] : top;
+    int64_t t = 0;
+#ifdef HAVE_HSUM4
+    if (dh % W == 0) { /* four positions per pass, their four sums reduced together */
+        for (; t + 4 <= pos + 1; t += 4) {
+            const float *k0 = keys + t * dh;
+            vf a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+            for (int64_t i = 0; i < dh; i += W) {
+                const vf qv = load(q + i);
+                a0 = fma_(qv, load(k0 + i), a0);
+                a1 = fma_(qv, load(k0 + dh + i), a1);
+                a2 = fma_(qv, load(k0 + 2 * dh + i), a2);
+                a3 = fma_(qv, load(k0 + 3 * dh + i), a3);
+            }
+            _mm_storeu_ps(s + t, _mm_mul_ps(hsum4(a0, a1, a2, a3), _mm_set1_ps(scale)));
+        }
     }
+#endif
+    for (; t <= pos; t++) s[t] = dot(q, keys + t * dh, dh) * scale;
+    float top = -INFINITY;
+    for (t = 0; t <= pos; t++) top = s[t] > top ? s[t] : top;
     float total = 0.f;
-    for (int64_t t = 0; t <= pos; t++) total += (s[t] = expf(s[t] - top));
+    t = 0;
+#ifdef HAVE_VEXP
+    vf sum = vzero();
+    for (; t + W <= pos + 1; t += W) {
+        const vf e = vexp(_mm512_sub_ps(load(s + t), _mm512_set1_ps(top)));
+        _mm512_storeu_ps(s + t, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    total = hsum(sum);
+#endif
+    for (; t <= pos; t++) total += (s[t] = expf(s[t] - top));
     float *out = m->a + b * m->d + hd * dh;
     memset(out, 0, sizeof(float) * dh);
     for (int64_t t = 0; t <= pos; t++) {
