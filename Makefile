@@ -15,23 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on the built-in default corpus (this interpreter's standard library):
-# data -> tokenizer -> pack -> train (the tiny preset, 4 minutes) -> a few completions of familiar prompts
-# (CodeParrot's; like theirs they end without a newline: a lone newline token is rare in training, where the
-# newline merges with the next line's indentation) -> a small HumanEval run (20 problems x 5 samples, sandboxed).
+# The main job on the built-in default corpus (this interpreter's standard library): `pycpilot run`, i.e.
+# data -> tokenizer -> pack -> train (the tiny preset, 4 minutes) -> eval (a small HumanEval in the sandbox,
+# line completion, CodeParrot's familiar prompts) -> runs/demo/report.html. Run it again: finished stages are
+# skipped; an interrupted training resumes.
 DEMO := runs/demo
 demo: install
-	$(BIN)/pycpilot data --source stdlib --out $(DEMO)/data --overwrite
-	$(BIN)/pycpilot tokenizer --data $(DEMO)/data --out $(DEMO)/tokenizer --preset tiny --overwrite
-	$(BIN)/pycpilot pack --data $(DEMO)/data --tokenizer $(DEMO)/tokenizer --out $(DEMO)/packed --preset tiny --overwrite
-	$(BIN)/pycpilot train --packed $(DEMO)/packed --out $(DEMO)/model --preset tiny --max-time 4m --overwrite
-	printf 'def area_of_rectangle(a: float, b: float):\n    """Return the area of the rectangle."""' \
-		| $(BIN)/pycpilot complete --model $(DEMO)/model
-	printf 'def get_urls_from_html(html):\n    """Get all embedded URLs in a HTML string."""' \
-		| $(BIN)/pycpilot complete --model $(DEMO)/model
-	printf 'import os\n\n\ndef list_python_files(folder):' | $(BIN)/pycpilot complete --model $(DEMO)/model
-	$(BIN)/pycpilot eval humaneval --model $(DEMO)/model --out $(DEMO)/eval/humaneval --limit 20 -n 5 \
-		--temperature 0.2 --overwrite
+	$(BIN)/pycpilot run --out $(DEMO)
 
 lint: install
 	$(BIN)/ruff check src tests bench

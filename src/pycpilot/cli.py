@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pycpilot import __version__
 from pycpilot.cli_eval import add_complete, add_eval
+from pycpilot.cli_run import add_run, stage_options
 from pycpilot.cli_serve import add_serve
 from pycpilot.errors import Interrupted, PycpilotError
 
@@ -396,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_complete(sub)
     add_eval(sub)
     add_serve(sub)
+    add_run(sub)
     return parser
 
 
@@ -403,8 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     command = "pycpilot"
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
         command = f"pycpilot {args.command}"
+        if extra and not getattr(args, "takes_stage_options", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if getattr(args, "takes_stage_options", False):
+            args.stage_settings = stage_options(parser, extra)
         return args.run(args)
     except Interrupted as exc:
         print(f"{command}: {exc}", file=sys.stderr)

@@ -1,0 +1,96 @@
+"""`RunConfig`: what `pycpilot run` takes, and the per-stage settings it passes on.
+
+Each stage's options are reachable as `--STAGE.OPTION VALUE` on the command line (`--train.max-time 10m`,
+`--data.valid-fraction 0.05`), parsed by that stage's own command-line parser, or as sections of a recipe
+file (`--recipe run.yaml`: `train: {max_time: 10m}`); the command line wins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pycpilot.errors import PycpilotError
+
+STAGES = ("data", "tokenizer", "pack", "train", "eval")
+# CodeParrot's familiar prompts (the seed's 7.4.5), completed at the end of a run; like theirs, no final newline.
+PROMPTS = [
+    'def area_of_rectangle(a: float, b: float):\n    """Return the area of the rectangle."""',
+    'def get_urls_from_html(html):\n    """Get all embedded URLs in a HTML string."""',
+    "import os\n\n\ndef list_python_files(folder):",
+]
+
+
+@dataclass
+class EvalPlan:
+    """The `eval` stage of a run: a small HumanEval, line completion and the familiar prompts."""
+
+    humaneval_limit: int = 20  # problems (0: skip HumanEval; 164: all)
+    n: int = 5  # samples per problem
+    temperature: float = 0.2
+    lines: int = 100  # line-completion positions in the valid split (0: skip)
+    allow_weak_sandbox: bool = False
+
+    def validate(self) -> None:
+        checks = [
+            (0 <= self.humaneval_limit <= 164, "--eval.humaneval-limit must be between 0 and 164"),
+            (self.n >= 1, "--eval.n must be at least 1"),
+            (0 <= self.temperature <= 2, "--eval.temperature must be between 0 and 2"),
+            (self.lines >= 0, "--eval.lines must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise PycpilotError(message)
+
+
+@dataclass
+class RunConfig:
+    out: Path = Path("runs/demo")
+    sources: list[str] = field(default_factory=lambda: ["stdlib"])
+    preset: str = "tiny"
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> option -> value
+    serve: bool = False  # start `pycpilot serve` on the model at the end
+    port: int = 8000
+    quiet: bool = False
+
+    def stage(self, name: str) -> dict[str, Any]:
+        return dict(self.settings.get(name, {}))
+
+    def eval_plan(self) -> EvalPlan:
+        names = {f.name for f in dataclasses.fields(EvalPlan)}
+        given = self.stage("eval")
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise PycpilotError(f"unknown eval setting {unknown[0]!r}: eval takes {', '.join(sorted(names))}")
+        plan = EvalPlan(**given)
+        plan.validate()
+        return plan
+
+
+def load_run_recipe(path: Path) -> dict[str, dict[str, Any]]:
+    """A YAML or JSON recipe: a mapping of stage name -> {option: value} (names with - or _)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PycpilotError(f"cannot read recipe {path}: {e}") from None
+    try:
+        if str(path).endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # yaml and json raise their own error types
+        raise PycpilotError(f"recipe {path} is not valid {'YAML' if str(path).endswith(('yaml', 'yml')) else 'JSON'}: "
+                            f"{str(e).splitlines()[0]}") from None  # fmt: skip
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise PycpilotError(f"recipe {path} must map stage names ({', '.join(STAGES)}) to settings")
+    unknown = sorted(set(data) - set(STAGES))
+    if unknown:
+        raise PycpilotError(f"recipe {path}: unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
+    return {stage: {k.replace("-", "_"): v for k, v in values.items()} for stage, values in data.items()}

@@ -1,0 +1,101 @@
+"""`run(RunConfig(...))`: every stage into one folder, skipping what is already done.
+
+data/ -> tokenizer/ -> packed/ -> model/ (with checkpoints/) -> eval/ -> report.html, and manifest.json, which
+records each finished stage's fingerprint (settings, inputs, the stages before it), time and figures.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pycpilot.errors import PycpilotError
+from pycpilot.manifest import MANIFEST, base_manifest, write_json_atomic
+from pycpilot.run.config import STAGES, RunConfig
+from pycpilot.run.fingerprint import fingerprint, settings_of, source_signature, why
+from pycpilot.run.stages import STAGE_RUNNERS, Folders
+
+_LAYOUT = {"data", "tokenizer", "packed", "model", "eval", "report.html"}
+
+
+def _load_manifest(out: Path) -> dict[str, Any]:
+    path = out / MANIFEST
+    if not path.exists():
+        # Stage folders of the same layout (an earlier `make demo` ran the stages one by one) are adopted.
+        if out.exists() and any(p.name not in _LAYOUT for p in out.iterdir()):
+            raise PycpilotError(f"{out} is not empty and is not a `pycpilot run` folder (no manifest.json): "
+                                "choose another --out")  # fmt: skip
+        return {"stages": {}}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise PycpilotError(f"{path} is unreadable ({e}): remove it to start the run over") from None
+    if not isinstance(manifest, dict) or manifest.get("stage") != "run":
+        raise PycpilotError(f"{out} holds the output of another stage, not a `pycpilot run` folder")
+    manifest.setdefault("stages", {})
+    return manifest
+
+
+def run(cfg: RunConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or finish) the pipeline into `cfg.out`; returns the run's manifest."""
+    start = time.perf_counter()
+    out = Path(cfg.out).resolve()
+    manifest = _load_manifest(out)
+    folders = Folders(out)
+    manifest |= base_manifest("run", {"out": str(cfg.out), "sources": cfg.sources, "preset": cfg.preset,
+                                      "settings": cfg.settings})  # fmt: skip
+    previous = ""  # the fingerprint of the stage before: a stage is redone when it was
+    configs = {name: STAGE_RUNNERS[name].config(cfg, folders) for name in STAGES}  # bad settings: before any work
+    out.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(STAGES, 1):
+        runner = STAGE_RUNNERS[name]
+        config = configs[name]
+        settings = settings_of(config)
+        inputs = source_signature(cfg.sources) if name == "data" else [f"stage {STAGES[i - 2]} {previous}"]
+        fp = fingerprint(name, settings, inputs)
+        record = manifest["stages"].get(name) or {}
+        head = f"run: [{i}/{len(STAGES)}] {name}"
+        if record.get("status") == "done" and record.get("fingerprint") == fp and runner.finished(folders):
+            say(f"{head}: unchanged, skipped ({record.get('summary', '')})")
+            previous = fp
+            continue
+        resume = name == "train" and record.get("status") == "started" and record.get("fingerprint") == fp
+        resume = resume and runner.resumable(folders)
+        reason = (
+            "resuming the interrupted training"
+            if resume
+            else why(record if record.get("status") == "done" else None, settings, inputs)
+        )
+        say(f"{head}: running ({reason})")
+        manifest["stages"][name] = {"status": "started", "fingerprint": fp, "settings": settings, "inputs": inputs}
+        write_json_atomic(out / MANIFEST, manifest)
+        began = time.perf_counter()
+        figures = runner.run(config, cfg, folders, resume)
+        seconds = time.perf_counter() - began
+        summary = runner.summary(figures)
+        manifest["stages"][name] |= {"status": "done", "seconds": round(seconds, 2), "figures": figures,
+                                     "summary": summary}  # fmt: skip
+        write_json_atomic(out / MANIFEST, manifest)
+        say(f"{head} done in {_clock(seconds)}: {summary}")
+        previous = fp
+    from pycpilot.run.report import write_report
+
+    write_report(out, manifest)
+    total = time.perf_counter() - start
+    manifest["last_seconds"] = round(total, 2)
+    write_json_atomic(out / MANIFEST, manifest)
+    say(f"run: finished in {_clock(total)}; report: {out / 'report.html'}")
+    say(f"run: complete with `pycpilot complete --model {cfg.out}/model 'def fibonacci(n):'`, "
+        f"serve with `pycpilot serve --model {cfg.out}/model`")  # fmt: skip
+    if cfg.serve:
+        from pycpilot.serve import ServeConfig, serve
+
+        serve(ServeConfig(model=folders.model, port=cfg.port))
+    return manifest
+
+
+def _clock(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 90 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"

@@ -1,0 +1,179 @@
+"""`pycpilot run`: the whole pipeline on a tiny corpus, skipping, redoing, resuming, and its report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pycpilot.errors import PycpilotError
+from pycpilot.run import RunConfig, run
+
+from conftest import good_code, write
+
+TINY = {
+    "data": {"valid_fraction": 0.25, "num_proc": 1},
+    "tokenizer": {"vocab_size": 400, "compare": "none"},
+    "pack": {"context_length": 64},
+    "train": {"max_steps": 30, "n_layer": 2, "n_head": 2, "n_embd": 64, "batch_size": 8, "save_every": 10},
+    "eval": {"humaneval_limit": 2, "n": 1, "lines": 5},
+}
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "corpus"
+    for r in range(4):
+        (root / f"repo{r}" / ".git").mkdir(parents=True)
+        for f in range(6):
+            write(root / f"repo{r}" / f"m{f}.py", good_code(f"r{r}x{f}", extra=f))
+    return root
+
+
+def _cfg(corpus: Path, out: Path, **changes) -> RunConfig:
+    settings = json.loads(json.dumps(TINY))
+    for stage, values in changes.items():
+        settings[stage].update(values)
+    return RunConfig(out=out, sources=[str(corpus)], settings=settings, quiet=True)
+
+
+def test_a_run_end_to_end_then_skips_then_redoes_what_changed(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    lines: list[str] = []
+    start = time.monotonic()
+    manifest = run(_cfg(corpus, out), say=lines.append)
+    assert time.monotonic() - start < 60
+    for folder in ("data", "tokenizer", "packed", "model", "model/checkpoints", "eval/humaneval", "eval/lines"):
+        assert (out / folder).is_dir(), folder
+    assert (out / "report.html").exists() and (out / "eval" / "completions.json").exists()
+    assert [s["status"] for s in manifest["stages"].values()] == ["done"] * 5
+    assert sum("running (not run yet)" in line for line in lines) == 5
+    assert "valid" in manifest["stages"]["train"]["summary"] and "HumanEval" in manifest["stages"]["eval"]["summary"]
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["stage"] == "run" and on_disk["stages"]["train"]["fingerprint"]
+    from pycpilot.generate import Completer
+
+    assert Completer(out / "model").complete("def ", max_new_tokens=3).completions  # the model loads
+
+    # Again, unchanged: every stage skipped, in seconds.
+    lines.clear()
+    start = time.monotonic()
+    run(_cfg(corpus, out), say=lines.append)
+    assert time.monotonic() - start < 15
+    assert sum("unchanged, skipped" in line for line in lines) == 5
+
+    # A changed training setting: train and eval again, the rest kept, with the reason.
+    lines.clear()
+    run(_cfg(corpus, out, train={"max_steps": 40}), say=lines.append)
+    text = "\n".join(lines)
+    assert "data: unchanged" in text and "pack: unchanged" in text
+    assert "train: running (max_steps changed (30 -> 40))" in text
+    assert "eval: running (the train stage before it was redone)" in text
+    assert json.loads((out / "model" / "manifest.json").read_text())["result"]["steps"] == 40
+
+    # A changed corpus: everything from data on.
+    write(corpus / "repo0" / "new.py", good_code("added", extra=2))
+    lines.clear()
+    run(_cfg(corpus, out, train={"max_steps": 40}), say=lines.append)
+    assert "data: running (its input changed" in lines[0]
+    assert "tokenizer: running (the data stage before it was redone)" in "\n".join(lines)
+
+
+def test_an_interrupted_training_resumes(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run(_cfg(corpus, out), say=lambda _: None)
+    # As if killed mid-training: checkpoints but no final model, the run's record still "started".
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["stages"]["train"]["status"] = "started"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    for name in ("manifest.json", "model.safetensors", "config.json"):
+        (out / "model" / name).unlink()
+    newest = sorted((out / "model" / "checkpoints").iterdir())[-1]
+    shutil.rmtree(newest)  # the last checkpoint was not written yet
+    lines: list[str] = []
+    run(_cfg(corpus, out), say=lines.append)
+    assert "train: running (resuming the interrupted training)" in "\n".join(lines)
+    assert json.loads((out / "model" / "manifest.json").read_text())["result"]["steps"] == 30
+
+
+def test_bad_run_folders_and_settings_are_one_line_errors(corpus: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    write(other / "notes.txt", "mine")
+    with pytest.raises(PycpilotError, match="not a `pycpilot run` folder"):
+        run(_cfg(corpus, other))
+    broken = tmp_path / "broken"
+    write(broken / "manifest.json", "{not json")
+    with pytest.raises(PycpilotError, match="unreadable"):
+        run(_cfg(corpus, broken))
+    with pytest.raises(PycpilotError, match="unknown train setting 'bogus'"):
+        run(_cfg(corpus, tmp_path / "x", train={"bogus": 1}))
+    with pytest.raises(PycpilotError, match=r"eval\.n must be at least 1"):
+        run(_cfg(corpus, tmp_path / "y", eval={"n": 0}))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # refused before any work
+
+
+def test_cli_stage_options_and_recipe(corpus: Path, tmp_path: Path) -> None:
+    exe = str(Path(sys.executable).with_name("pycpilot"))
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text(
+        "data: {valid-fraction: 0.25, num-proc: 1}\ntokenizer: {vocab_size: 400, compare: none}\n"
+        "pack: {context_length: 64}\ntrain: {max_steps: 50, n_layer: 2, n_head: 2, n_embd: 64, batch_size: 8}\n"
+        "eval: {humaneval_limit: 0, lines: 0}\n"
+    )
+    base = [exe, "run", "--source", str(corpus), "--out", str(tmp_path / "run"), "--recipe", str(recipe), "-q"]
+    done = subprocess.run([*base, "--train.max-steps", "20"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "train done" in done.stdout and "20 steps" in done.stdout  # the command line beat the recipe's 50
+    assert "HumanEval" not in done.stdout  # eval: humaneval_limit 0 skips it
+    for args, words in [
+        (["--train.bogus", "1"], "unrecognized arguments: --bogus"),
+        (["--nope.x", "1"], "unknown stage 'nope'"),
+        (["--train.lr", "abc"], "invalid float value"),
+        (["--train.out", "elsewhere"], "set by `pycpilot run` itself"),
+        (["--eval.n", "many"], "must be a number"),
+        (["stray"], "unrecognized argument 'stray'"),
+    ]:
+        bad = subprocess.run([*base, *args], capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and words in bad.stderr, (args, bad.stderr)
+        assert len(bad.stderr.strip().splitlines()) == 1
+    bad_recipe = tmp_path / "bad.yaml"
+    bad_recipe.write_text("train: [1, 2]\n")
+    bad = subprocess.run([*base[:-3], "--recipe", str(bad_recipe)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "must map stage names" in bad.stderr
+
+
+def test_the_report_opens_in_chromium_with_its_plot(corpus: Path, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(chromium):
+        if os.environ.get("PYCPILOT_REQUIRE_BROWSER"):
+            pytest.fail("Chromium is missing (make test installs Debian's chromium)")
+        pytest.skip("no Chromium here")
+    from playwright.sync_api import sync_playwright
+
+    from test_playground import FLAGS
+
+    out = tmp_path / "run"
+    run(_cfg(corpus, out), say=lambda _: None)
+    shot = tmp_path / "report.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 1600})
+            page.goto((out / "report.html").as_uri())
+            assert page.evaluate("document.getElementById('loss').naturalWidth") > 100  # the inline PNG decoded
+            assert "valid bits per byte" in page.content() and "CodeParrot" in page.content()
+            page.locator("#loss").screenshot(path=str(shot))
+        finally:
+            browser.close()
+    from PIL import Image
+
+    image = Image.open(shot).convert("L")
+    lo, hi = image.getextrema()
+    assert hi - lo > 100  # not blank: dark lines on a light plot
+    assert sum(1 for count in image.histogram() if count) > 20  # many grey levels: a drawn plot
