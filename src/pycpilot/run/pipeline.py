@@ -39,7 +39,11 @@ def _load_manifest(out: Path) -> dict[str, Any]:
     return manifest
 
 
-def run(cfg: RunConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+def _say(line: str) -> None:
+    print(line, flush=True)  # flushed: a forked child (a sampler, the sandbox) must not print it again
+
+
+def run(cfg: RunConfig, say: Callable[[str], None] = _say) -> dict[str, Any]:
     """Run (or finish) the pipeline into `cfg.out`; returns the run's manifest."""
     start = time.perf_counter()
     out = Path(cfg.out).resolve()

@@ -204,7 +204,7 @@ class Eval:
         write_json_atomic(f.eval / "completions.json", shown)
         if not cfg.quiet:
             for s in shown:
-                print(f"{s['prompt']}{s['completion']}\n    [{s['tokens']} tokens in {s['ms']:.0f} ms]\n")
+                print(f"{s['prompt']}{s['completion']}\n    [{s['tokens']} tokens in {s['ms']:.0f} ms]\n", flush=True)
         figures["completions"] = shown
         return figures
 
