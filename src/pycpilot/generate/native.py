@@ -172,7 +172,7 @@ class NativeStep:
             "a": torch.empty(batch, d, **f32),
             "ff": torch.empty(batch, dff, **f32),
             "scores": torch.empty(batch * heads * length, **f32),
-            "logits": torch.empty(batch, fast.vocab, **f32),
+            "logits": torch.empty(0, **f32),  # replaced by each step's own output tensor
             "xq": torch.empty(threads * batch * max(d, dff) if int8_path else 0, dtype=torch.uint8),
             "xscale": torch.empty(threads * batch if int8_path else 0, **f32),
         }
@@ -194,7 +194,7 @@ class NativeStep:
             b["xq"].data_ptr() if int8_path else None, b["xscale"].data_ptr() if int8_path else None, threads,
         )  # fmt: skip
         self.max_positions = min(fast.max_positions, length)
-        self.batch = batch
+        self.batch, self.vocab = batch, fast.vocab
         self.ids, self.pos, self.slots = ((ctypes.c_int64 * batch)() for _ in range(3))
         self.every_slot = list(range(batch))
         self.cache = cache  # the pointers above are into its tensors: keep them alive
@@ -210,9 +210,13 @@ class NativeStep:
             if pos[r] >= self.max_positions:
                 raise IndexError(f"position {pos[r]} past the cache or the model's context ({self.max_positions})")
             self.ids[r], self.pos[r], self.slots[r] = ids[r], pos[r], slots[r]
+        # A fresh tensor per step, written by the C step itself: a torch copy of 5+ rows would be large enough
+        # for torch to wake its OpenMP threads, which then spin on the cores the step's threads need.
+        out = torch.empty(rows, self.vocab, dtype=torch.float32)
+        self.model.logits = out.data_ptr()
         code = self.lib.pyc_step(ctypes.byref(self.model), self.ids, self.pos, self.slots, rows, self.threads)
         if code != 0:
             raise IndexError(
                 {-2: "position past the cache", -3: "token id outside the vocabulary"}.get(code, f"bad rows ({code})")
             )
-        return self.buffers["logits"][:rows].clone()
+        return out
