@@ -167,7 +167,7 @@ def test_the_report_opens_in_chromium_with_its_plot(corpus: Path, tmp_path: Path
             page = browser.new_page(viewport={"width": 1000, "height": 1600})
             page.goto((out / "report.html").as_uri())
             assert page.evaluate("document.getElementById('loss').naturalWidth") > 100  # the inline PNG decoded
-            assert "valid bits per byte" in page.content() and "CodeParrot" in page.content()
+            assert "valid bits per byte" in page.content() and "codeparrot-small (110M), published" in page.content()
             page.locator("#loss").screenshot(path=str(shot))
         finally:
             browser.close()
@@ -177,3 +177,33 @@ def test_the_report_opens_in_chromium_with_its_plot(corpus: Path, tmp_path: Path
     lo, hi = image.getextrema()
     assert hi - lo > 100  # not blank: dark lines on a light plot
     assert sum(1 for count in image.histogram() if count) > 20  # many grey levels: a drawn plot
+
+
+def test_run_serve_starts_the_server_on_the_finished_model(corpus: Path, tmp_path: Path) -> None:
+    import httpx
+
+    from serve_util import wait_healthy
+
+    out = tmp_path / "run"
+    run(_cfg(corpus, out, eval={"humaneval_limit": 0, "lines": 0}), say=lambda _: None)
+    exe = str(Path(sys.executable).with_name("pycpilot"))
+    proc = subprocess.Popen(
+        [exe, "run", "--source", str(corpus), "--out", str(out), "--serve", "--port", "0", "-q",
+         "--data.valid-fraction", "0.25", "--data.num-proc", "1", "--tokenizer.vocab-size", "400",
+         "--tokenizer.compare", "none", "--pack.context-length", "64", "--train.max-steps", "30",
+         "--train.n-layer", "2", "--train.n-head", "2", "--train.n-embd", "64", "--train.batch-size", "8",
+         "--train.save-every", "10", "--eval.humaneval-limit", "0", "--eval.lines", "0", "--eval.n", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        while line and "serve:" not in line:
+            line = proc.stderr.readline()
+        base = line.split(" at ")[1].split("/ ")[0]
+        wait_healthy(base)
+        assert httpx.get(f"{base}/v1/models").json()["data"][0]["id"] == "pycpilot-model"
+    finally:
+        proc.terminate()
+        out_text, _ = proc.communicate(timeout=30)
+    assert out_text.count("unchanged, skipped") == 5  # the same settings: nothing was redone before serving
