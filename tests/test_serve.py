@@ -143,6 +143,8 @@ def test_infill_like_llama_cpp(server: str, completer: Completer) -> None:
 BAD = [
     (b"{bad json", None, "not valid JSON"),
     (b"[1, 2]", None, "JSON object"),
+    (b"[" * 200_000 + b"]" * 200_000, None, "nested too deeply"),
+    ("\udcff".encode("utf-8", "surrogatepass"), None, "not valid JSON"),
     ({"prompt": 5}, "prompt", "prompt must be"),
     ({"prompt": "x", "max_tokens": 0}, "max_tokens", "at least 1"),
     ({"prompt": "x", "max_tokens": 256}, "max_tokens", "at most 255: the model's context is 256"),
