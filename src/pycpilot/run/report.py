@@ -100,9 +100,7 @@ def _evaluation(eval_dir: Path) -> str:
     if he:
         rows = [[name, s.get("tasks"), s.get("samples_per_task"), *(f"{s[k]:.2f}" if k in s else "-"
                  for k in ("pass@1", "pass@10", "pass@100"))] for name, s in he.items()]  # fmt: skip
-        rows += [
-            [f"{name}, published", 164, 200, *(f"{v:.2f}" for v in ref)] for name, ref in REFERENCE.items()
-        ]
+        rows += [[f"{name}, published", 164, 200, *(f"{v:.2f}" for v in ref)] for name, ref in REFERENCE.items()]
         parts.append("<h3>HumanEval (every program run in the sandbox)</h3>")
         parts.append(
             _table(["run", "problems", "samples", "pass@1 %", "pass@10 %", "pass@100 %"], rows, {1, 2, 3, 4, 5})
