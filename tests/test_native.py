@@ -78,6 +78,22 @@ class _WithoutVnni:
         return 0
 
 
+def test_thread_counts_that_shrink_and_grow_between_steps(model) -> None:
+    """The pool keeps its threads; a step with fewer must not leave one behind to take a part twice later."""
+    ids, new = list(range(3, 30)), [[5], [6], [7]]
+    want = _decode_logits(FastGPT2(model, threads=1), ids, new)
+    for threads in (4, 2, 4, 1, 3):
+        got = _decode_logits(FastGPT2(model, threads=threads), ids, new)
+        assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True)), threads
+
+
+def test_a_cache_folder_others_can_write_is_not_loaded_from(fresh_build) -> None:
+    fresh_build.mkdir(parents=True)
+    fresh_build.chmod(0o777)
+    lib, why = native_module.load_library()
+    assert lib is None and "others can write to it" in why
+
+
 @pytest.mark.parametrize("kernel", ["weights only", "int8 activations"])
 def test_int8_native_step_stays_the_dequantised_model(kernel: str, model, monkeypatch) -> None:
     """int8 rows in C give what torch gives with the dequantised weights (the prompt's path): to float rounding

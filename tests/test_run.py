@@ -77,6 +77,14 @@ def test_a_run_end_to_end_then_skips_then_redoes_what_changed(corpus: Path, tmp_
     assert "eval: running (the train stage before it was redone)" in text
     assert json.loads((out / "model" / "manifest.json").read_text())["result"]["steps"] == 40
 
+    # A stage's output removed: it runs again, and so does everything after it (its new output).
+    shutil.rmtree(out / "packed")
+    lines.clear()
+    run(_cfg(corpus, out, train={"max_steps": 40}), say=lines.append)
+    text = "\n".join(lines)
+    assert "pack: running (its output is missing or incomplete)" in text
+    assert "train: running (the pack stage before it was redone)" in text and "eval: running" in text
+
     # A changed corpus: everything from data on.
     write(corpus / "repo0" / "new.py", good_code("added", extra=2))
     lines.clear()
@@ -142,6 +150,13 @@ def test_cli_stage_options_and_recipe(corpus: Path, tmp_path: Path) -> None:
         bad = subprocess.run([*base, *args], capture_output=True, text=True, timeout=120)
         assert bad.returncode == 2 and words in bad.stderr, (args, bad.stderr)
         assert len(bad.stderr.strip().splitlines()) == 1
+    typed = tmp_path / "typed.yaml"
+    typed.write_text("eval: {n: '5'}\n")
+    bad = subprocess.run([*base[:-3], "--recipe", str(typed)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "eval.n must be int, not '5'" in bad.stderr, bad.stderr
+    typed.write_text("train: {max_steps: ten}\n")
+    bad = subprocess.run([*base[:-3], "--recipe", str(typed)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "train.max_steps must be int or None, not 'ten'" in bad.stderr, bad.stderr
     bad_recipe = tmp_path / "bad.yaml"
     bad_recipe.write_text("train: [1, 2]\n")
     bad = subprocess.run([*base[:-3], "--recipe", str(bad_recipe)], capture_output=True, text=True, timeout=120)

@@ -159,6 +159,9 @@ BAD = [
     ({"prompt": "x", "temperature": "hot"}, "temperature", "number"),
     ({"prompt": "x", "temperature": 3}, "temperature", "between 0 and 2"),
     ({"prompt": "x", "top_p": float("nan")}, "top_p", None),
+    ({"prompt": "x", "top_p": 0, "temperature": 1}, "top_p", "in (0, 1]"),
+    ({"prompt": "x", "temperature": 10**400}, "temperature", "between 0 and 2"),
+    (b'{"prompt": "x", "n": ' + b"1" * 5000 + b"}", None, "not valid JSON"),
     ({"prompt": "x", "stream": "yes"}, "stream", "true or false"),
     ({"prompt": "x", "suffix": 3}, "suffix", "string"),
     ({"prompt": "x", "seed": -1}, "seed", "seed must be"),
@@ -170,7 +173,7 @@ BAD = [
 def test_bad_completion_requests_get_400_naming_the_field(server: str, body, param, words) -> None:
     if isinstance(body, bytes):
         r = httpx.post(f"{server}/v1/completions", content=body, headers={"content-type": "application/json"})
-    elif param == "top_p":  # NaN is not JSON: send what a careless client would
+    elif body.get("top_p") != body.get("top_p"):  # NaN is not JSON: send what a careless client would
         r = httpx.post(f"{server}/v1/completions", content=b'{"prompt": "x", "top_p": NaN}')
     else:
         r = httpx.post(f"{server}/v1/completions", json=body)
@@ -310,6 +313,37 @@ def test_a_client_that_leaves_cancels_its_request(stream: bool, tiny_run: Path) 
         s.close()
 
 
+def test_a_request_that_fails_in_the_worker_fails_alone(tiny_run: Path, monkeypatch) -> None:
+    import pycpilot.serve.scheduler as scheduler_module
+
+    real = scheduler_module.sample_next
+
+    def flaky(logits, temperature, *args):
+        if temperature == 0.123:  # this request's sampling breaks
+            raise RuntimeError("sampling broke")
+        return real(logits, temperature, *args)
+
+    monkeypatch.setattr(scheduler_module, "sample_next", flaky)
+    s, scheduler = _held(tiny_run)
+    try:
+        import concurrent.futures
+
+        url = f"{s.base}/v1/completions"
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            body = {"prompt": "def ", "max_tokens": 8}
+            bad = pool.submit(httpx.post, url, json={**body, "temperature": 0.123}, timeout=60)
+            good = pool.submit(httpx.post, url, json={**body, "temperature": 0}, timeout=60)
+            _wait_for(lambda: _health(s)["queued"] == 2)
+            scheduler.start()  # both are admitted together
+            assert bad.result().status_code == 500 and "sampling broke" in bad.result().json()["error"]["message"]
+            assert good.result().status_code == 200
+        health = _health(s)
+        assert health["status"] == "ok" and "sampling broke" in health["last_error"] and health["active_rows"] == 0
+        assert httpx.post(url, json={"prompt": "def ", "max_tokens": 3}).status_code == 200
+    finally:
+        s.close()
+
+
 def test_without_the_native_step_requests_run_one_by_one(tiny_run: Path, completer: Completer) -> None:
     torch_completer = Completer(tiny_run, engine="torch")
     s = InProcess(create_app(ServeConfig(model=tiny_run), torch_completer))
@@ -340,6 +374,8 @@ def test_serve_cli_errors_are_one_line(tiny_run: Path, tmp_path: Path) -> None:
             (["--model", str(tmp_path / "none"), "--port", "0"], "does not exist"),
             (["--model", str(tiny_run), "--model-name", "my-gpt"], 'must not contain "gpt"'),
             (["--model", str(tiny_run), "--api-key", "short"], "at least 8"),
+            (["--model", str(tiny_run), "--queue-size", "0"], "--queue-size must be between 1"),
+            (["--model", str(tiny_run), "--threads", "-1"], "--threads must be between 1 and 64"),
             (["--model", str(tiny_run), "--cors-origin", "evil.example/path"], "--cors-origin takes"),
         ]:
             done = subprocess.run([exe, "serve", *args], capture_output=True, text=True, timeout=120)

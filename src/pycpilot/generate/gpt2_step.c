@@ -459,10 +459,10 @@ static void *pool_worker(void *arg) {
             pthread_mutex_unlock(&pool.lock);
         }
         seen = atomic_load_explicit(&pool.generation, memory_order_acquire);
-        if (index < pool.parts) {
-            step_part(&pool.jobs[index]);
-            atomic_fetch_add_explicit(&pool.finished, 1, memory_order_release);
-        }
+        if (index < pool.parts) step_part(&pool.jobs[index]);
+        /* Every worker acknowledges every step, taking part or not: the next step cannot begin while one of
+         * them still holds an old generation (it would take a part twice when the thread count grows). */
+        atomic_fetch_add_explicit(&pool.finished, 1, memory_order_release);
     }
     return NULL;
 }
@@ -513,7 +513,7 @@ int pyc_step(Model *m, const int64_t *ids, const int64_t *pos, const int64_t *sl
     if (pool.sleeping) pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
     step_part(&pool.jobs[0]);
-    while (atomic_load_explicit(&pool.finished, memory_order_acquire) < threads - 1) PAUSE();
+    while (atomic_load_explicit(&pool.finished, memory_order_acquire) < pool.started) PAUSE();
     pthread_mutex_unlock(&step_lock);
     return 0;
 }

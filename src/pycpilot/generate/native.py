@@ -75,6 +75,9 @@ def load_library() -> tuple[Any, str]:
     key = hashlib.sha256("\0".join([SOURCE.read_text(), version, " ".join(flags), _cpu_key()]).encode()).hexdigest()
     folder = Path(os.environ.get("PYCPILOT_CACHE") or Path.home() / ".cache" / "pycpilot") / "native"
     target = folder / f"gpt2_step-{key[:16]}.so"
+    unsafe = _unsafe_folder(folder)
+    if unsafe:
+        return None, unsafe
     lib, why = None, ""
     for _attempt in range(2):  # a cached library that does not load (truncated, foreign) is built again
         if not target.exists():
@@ -93,6 +96,19 @@ def load_library() -> tuple[Any, str]:
     lib.pyc_step.restype = ctypes.c_int
     lib.pyc_int8_activations.restype = ctypes.c_int
     return lib, ""
+
+
+def _unsafe_folder(folder: Path) -> str:
+    """'' if code may be loaded from `folder` (made here 0700 if missing), else why not: a library that someone
+    else can write would run their code in this process."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = folder.stat()
+    except OSError as e:
+        return f"cannot use {folder}: {e.strerror or e}"
+    if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o022):
+        return f"{folder} belongs to another user or others can write to it: not loading code from it"
+    return ""
 
 
 def _build(compiler: str, flags: list[str], folder: Path, target: Path) -> str:

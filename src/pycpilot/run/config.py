@@ -65,9 +65,33 @@ class RunConfig:
         unknown = sorted(set(given) - names)
         if unknown:
             raise PycpilotError(f"unknown eval setting {unknown[0]!r}: eval takes {', '.join(sorted(names))}")
+        check_types(EvalPlan, given, "eval")
         plan = EvalPlan(**given)
         plan.validate()
         return plan
+
+
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "Path": (str, Path)}
+
+
+def check_types(config_cls: type, values: dict[str, Any], stage: str) -> None:
+    """Recipe values of the wrong type (`n: "5"`) as a one-line error, before a stage trips over them."""
+    annotations = {f.name: str(f.type) for f in dataclasses.fields(config_cls)}
+    for name, value in values.items():
+        kinds = [k.strip() for k in annotations.get(name, "").split("|")]
+        if value is None and "None" in kinds:
+            continue
+        if "list[str]" in kinds:
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                continue
+            raise PycpilotError(f"{stage}.{name} must be a list of strings, not {value!r}")
+        allowed = tuple(t for k in kinds for t in _KINDS.get(k, ()))
+        if not allowed:
+            continue  # a type this check does not know: the stage checks it
+        if isinstance(value, bool) and bool not in allowed:
+            allowed = ()
+        if not isinstance(value, allowed):
+            raise PycpilotError(f"{stage}.{name} must be {' or '.join(kinds)}, not {value!r}")
 
 
 def load_run_recipe(path: Path) -> dict[str, dict[str, Any]]:

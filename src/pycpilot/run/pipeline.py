@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def run(cfg: RunConfig, say: Callable[[str], None] = _say) -> dict[str, Any]:
     folders = Folders(out)
     manifest |= base_manifest("run", {"out": str(cfg.out), "sources": cfg.sources, "preset": cfg.preset,
                                       "settings": cfg.settings})  # fmt: skip
-    previous = ""  # the fingerprint of the stage before: a stage is redone when it was
+    previous = ""  # the output id of the stage before: new each time that stage runs, so what follows runs too
     configs = {name: STAGE_RUNNERS[name].config(cfg, folders) for name in STAGES}  # bad settings: before any work
     out.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(STAGES, 1):
@@ -62,17 +63,19 @@ def run(cfg: RunConfig, say: Callable[[str], None] = _say) -> dict[str, Any]:
         fp = fingerprint(name, settings, inputs)
         record = manifest["stages"].get(name) or {}
         head = f"run: [{i}/{len(STAGES)}] {name}"
-        if record.get("status") == "done" and record.get("fingerprint") == fp and runner.finished(folders):
+        same = record.get("status") == "done" and record.get("fingerprint") == fp
+        if same and runner.finished(folders):
             say(f"{head}: unchanged, skipped ({record.get('summary', '')})")
-            previous = fp
+            previous = record.get("output", fp)
             continue
         resume = name == "train" and record.get("status") == "started" and record.get("fingerprint") == fp
         resume = resume and runner.resumable(folders)
-        reason = (
-            "resuming the interrupted training"
-            if resume
-            else why(record if record.get("status") == "done" else None, settings, inputs)
-        )
+        if resume:
+            reason = "resuming the interrupted training"
+        elif same:
+            reason = "its output is missing or incomplete"
+        else:
+            reason = why(record if record.get("status") == "done" else None, settings, inputs)
         say(f"{head}: running ({reason})")
         manifest["stages"][name] = {"status": "started", "fingerprint": fp, "settings": settings, "inputs": inputs}
         write_json_atomic(out / MANIFEST, manifest)
@@ -80,11 +83,12 @@ def run(cfg: RunConfig, say: Callable[[str], None] = _say) -> dict[str, Any]:
         figures = runner.run(config, cfg, folders, resume)
         seconds = time.perf_counter() - began
         summary = runner.summary(figures)
+        output = uuid.uuid4().hex[:16]
         manifest["stages"][name] |= {"status": "done", "seconds": round(seconds, 2), "figures": figures,
-                                     "summary": summary}  # fmt: skip
+                                     "summary": summary, "output": output}  # fmt: skip
         write_json_atomic(out / MANIFEST, manifest)
         say(f"{head} done in {_clock(seconds)}: {summary}")
-        previous = fp
+        previous = output
     from pycpilot.run.report import write_report
 
     write_report(out, manifest)

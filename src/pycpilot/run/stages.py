@@ -11,6 +11,7 @@ from typing import Any
 
 from pycpilot.errors import PycpilotError
 from pycpilot.manifest import MANIFEST
+from pycpilot.run.config import check_types
 
 
 @dataclass
@@ -36,6 +37,7 @@ def _build(config_cls: type, given: dict[str, Any], fixed: dict[str, Any], stage
     unknown = sorted(set(given) - names)
     if unknown:
         raise PycpilotError(f"unknown {stage} setting {unknown[0]!r} (see `pycpilot {stage} --help`)")
+    check_types(config_cls, given, stage)
     return config_cls(**{**given, **fixed})
 
 

@@ -101,6 +101,8 @@ async def read_body(request: Request) -> Any:
         raise BadRequest(f"the body is not valid JSON: {e}") from None
     except RecursionError:
         raise BadRequest("the body is nested too deeply") from None
+    except ValueError as e:  # e.g. an integer literal past Python's digit limit
+        raise BadRequest(f"the body is not valid JSON: {e}") from None
 
 
 async def gather(
@@ -162,9 +164,9 @@ def create_app(cfg: ServeConfig, completer: Completer, start_worker: bool = True
     @app.get("/health")
     async def health() -> dict[str, Any]:
         worker = server.scheduler.health()
-        status = "ok" if worker["worker"] == "running" and not server.scheduler.error else "error"
+        status = "ok" if worker["worker"] == "running" else "error"
         return {"status": status, "model": server.name, "engine": completer.engine, "context": server.context,
-                "error": server.scheduler.error, **worker}  # fmt: skip
+                "last_error": server.scheduler.error, **worker}  # fmt: skip
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -202,7 +204,9 @@ def create_app(cfg: ServeConfig, completer: Completer, start_worker: bool = True
                 lp = None
                 if s.logprobs is not None:
                     skip = job.stoppers[0].skip
-                    lp = logprobs_object(completer, job.ids, _kept(completer, c), s.logprobs, s.echo, skip)
+                    lp = await asyncio.to_thread(
+                        logprobs_object, completer, job.ids, _kept(completer, c), s.logprobs, s.echo, skip
+                    )
                 choices.append({"text": text, "index": i * s.n + r, "logprobs": lp, "finish_reason": c.finish_reason})
         prompt_tokens = sum(len(j.ids) for j in jobs)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": used, "total_tokens": prompt_tokens + used}
@@ -345,7 +349,8 @@ async def _stream_openai(
             elif kind == "done":
                 lp = None
                 if s.logprobs is not None:
-                    lp = logprobs_object(
+                    lp = await asyncio.to_thread(
+                        logprobs_object,
                         server.completer, jobs[index].ids, _kept(server.completer, value), s.logprobs, False,
                         jobs[index].stoppers[0].skip,
                     )  # fmt: skip

@@ -34,7 +34,8 @@ class ServeConfig:
         checks = [
             (0 <= self.port <= 65535, "--port must be between 0 and 65535 (0: any free port)"),
             (1 <= self.max_batch <= 256, "--max-batch must be between 1 and 256"),
-            (0 <= self.queue_size <= 100_000, "--queue-size must be between 0 and 100000"),
+            (1 <= self.queue_size <= 100_000, "--queue-size must be between 1 and 100000"),
+            (self.threads is None or 1 <= self.threads <= 64, "--threads must be between 1 and 64"),
             (1 <= self.max_request_kb <= 1_048_576, "--max-request-kb must be between 1 and 1048576"),
             (self.default_scope in SCOPES, f"--default-scope must be one of {', '.join(SCOPES)}"),
             (self.engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}"),

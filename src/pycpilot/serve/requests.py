@@ -53,10 +53,14 @@ def _number(body: dict[str, Any], name: str, default: float, low: float, high: f
     if value is None:
         return default
     kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not float(value).is_integer()):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRequest(f"{name} must be {kind}", name)
-    if not math.isfinite(value) or not low <= value <= high:
+    if isinstance(value, int) and abs(value) > 2**53:  # float() of a huge integer overflows
         raise BadRequest(f"{name} must be between {low:g} and {high:g}", name)
+    if (integer and not float(value).is_integer()) or not math.isfinite(value):
+        raise BadRequest(f"{name} must be {kind}", name)
+    if not low <= value <= high or (name == "top_p" and value <= 0):
+        raise BadRequest(f"{name} must be {'in (0, 1]' if name == 'top_p' else f'between {low:g} and {high:g}'}", name)
     return int(value) if integer else float(value)
 
 

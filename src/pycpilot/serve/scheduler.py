@@ -127,11 +127,17 @@ class Scheduler:
             try:
                 if self.batched:
                     for job in admitted:
-                        self._prefill(job)
+                        try:
+                            self._prefill(job)
+                        except Exception as e:  # this prompt's trouble: only this request fails
+                            self._fail(job, e)
                     self._advance()
                 else:
                     for job in admitted:
-                        self._run_alone(job)
+                        try:
+                            self._run_alone(job)
+                        except Exception as e:
+                            self._fail(job, e)
             except Exception as e:  # a bug must not leave requests waiting forever
                 self.error = f"{type(e).__name__}: {e}"
                 with self.cond:
@@ -188,7 +194,11 @@ class Scheduler:
         step_rows: list[tuple[Job, int]] = []
         for job in list(self.active):
             assert job.logits is not None
-            token = sample_next(job.logits, job.temperature, job.top_k, job.top_p, job.generator).tolist()
+            try:
+                token = sample_next(job.logits, job.temperature, job.top_k, job.top_p, job.generator).tolist()
+            except Exception as e:
+                self._fail(job, e)
+                continue
             out_of_time = job.cancelled.is_set() or (job.deadline is not None and time.monotonic() > job.deadline)
             for r in range(job.n):
                 if job.done[r] is not None:
@@ -220,6 +230,15 @@ class Scheduler:
         for k, (job, r) in enumerate(step_rows):
             assert job.logits is not None
             job.logits[r] = logits[k]
+
+    def _fail(self, job: Job, error: Exception) -> None:
+        self.error = f"{type(error).__name__}: {error}"
+        with self.cond:
+            if job in self.active:
+                self.active.remove(job)
+            self.free.extend(slot for slot, done in zip(job.slots, job.done or [None] * job.n, strict=False)
+                             if done is None)  # fmt: skip
+        job.emit("end", None, f"this request failed: {self.error}")
 
     def _retire(self, job: Job) -> None:
         with self.cond:
