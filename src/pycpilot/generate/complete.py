@@ -6,6 +6,7 @@ GPT-2 models; anything else, or `engine="hf"`, goes through transformers' `gener
 
 from __future__ import annotations
 
+import gc
 import math
 import sys
 import time
@@ -258,9 +259,17 @@ class Completer:
         the tokens allowed first (token healing)."""
         if self.fast is not None:
             generator = torch.Generator().manual_seed(seed)
-            return self._fast(
-                ids, n, max_new, temperature, top_p, top_k, generator, stoppers, on_text, deadline, cancelled, first
-            )
+            # No garbage collection while decoding: each step makes a few tensors, and a full collection over
+            # the heap of a loaded model (tens of ms) would land in the middle of a completion.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                return self._fast(
+                    ids, n, max_new, temperature, top_p, top_k, generator, stoppers, on_text, deadline, cancelled, first
+                )
+            finally:
+                if collecting:
+                    gc.enable()
         outs = self._hf(ids, n, max_new, temperature, top_p, top_k, seed, stoppers, deadline, cancelled, first)
         if on_text is not None and outs[0].text:
             on_text(outs[0].text)  # transformers' generate does not stream: all of it at the end
