@@ -16,6 +16,10 @@ over the valid split's first --eval-blocks blocks.
 
 from __future__ import annotations
 
+# isort: off
+import pycpilot  # noqa: F401  (first: it sets GOMP_SPINCOUNT, read when torch loads, as the CLI does)
+
+# isort: on
 import argparse
 import json
 import math
