@@ -302,7 +302,7 @@ def test_a_client_that_leaves_cancels_its_request(stream: bool, tiny_run: Path) 
         )
         _wait_for(lambda: _health(s)["queued"] == 1)
         raw.close()  # gone before the worker took the request
-        time.sleep(0.5)  # the server notices (it polls every 50 ms)
+        _wait_for(lambda: scheduler.pending[0].cancelled.is_set())  # the server noticed (it polls every 50 ms)
         scheduler.start()
         _wait_for(lambda: _health(s)["cancelled"] == 1)
         health = _health(s)
