@@ -102,6 +102,35 @@ def test_logprobs_echo_and_prompt_lists(client: openai.OpenAI) -> None:
         assert "".join(lp.tokens) == choice.text
 
 
+def test_prompt_cache_runs_only_what_is_new_and_changes_nothing(server: str, completer: Completer) -> None:
+    # An editor's keystrokes: each prompt extends the last one, or goes back a little.
+    typed = [PROMPT, PROMPT + "        self.", PROMPT + "        self.size = size\n", PROMPT + "        self.s"]
+    before = httpx.get(f"{server}/health").json()
+    for prompt in typed:
+        body = {"prompt": prompt, "max_tokens": 12, "temperature": 0, "scope": "file"}
+        got = httpx.post(f"{server}/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
+        assert got == completer.complete(prompt, max_new_tokens=12, scope="file", heal=True).completions[0].text
+    after = httpx.get(f"{server}/health").json()
+    reused = after["prompt_tokens_cached"] - before["prompt_tokens_cached"]
+    total = after["prompt_tokens"] - before["prompt_tokens"]
+    assert reused >= 3 * (len(completer.encode(PROMPT, None)) - 2) and reused < total
+
+
+def test_a_prompt_run_in_two_parts_equals_it_run_whole(completer: Completer) -> None:
+    import torch
+
+    fast = completer.fast
+    ids = torch.tensor([completer.encode(PROMPT * 3, None)])
+    whole, parts = fast.new_cache(1, 256), fast.new_cache(1, 256)
+    want = fast.step(ids, 0, whole)
+    fast.step(ids[:, :17], 0, parts)
+    got = fast.step(ids[:, 17:], 17, parts)
+    assert torch.allclose(got, want, atol=1e-4) and got.argmax() == want.argmax()
+    n = ids.shape[1]
+    for a, b in zip([*whole.keys, *whole.values], [*parts.keys, *parts.values], strict=True):
+        assert torch.allclose(a[:, :, :n], b[:, :, :n], atol=1e-5)
+
+
 def test_time_cap_ends_a_completion_as_length(server: str) -> None:
     body = {"prompt": PROMPT, "max_tokens": 40, "temperature": 0, "t_max_predict_ms": 0.001}
     got = httpx.post(f"{server}/v1/completions", json=body).json()

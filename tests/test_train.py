@@ -112,7 +112,7 @@ def test_a_short_run_leaves_a_loadable_model_metrics_and_plot(packed: Path, tmp_
     assert AutoModelForCausalLM.from_pretrained(str(ckpts[0])).config.n_embd == 32
     rows = read_metrics(out / "metrics.jsonl")
     evals = [r for r in rows if r["kind"] == "eval"]
-    assert [r["step"] for r in evals] == [3, 6, 6]
+    assert [r["step"] for r in evals] == [3, 6]  # the end does not evaluate step 6 twice
     assert all(math.isfinite(r["bpb"]) and r["perplexity"] == pytest.approx(math.exp(r["loss"])) for r in evals)
     losses = _losses(out)
     assert losses[6] < losses[1]  # it learns
@@ -188,9 +188,15 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(packed: Path, tmp_path
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert json.loads((killed / "manifest.json").read_text())["status"] == "running"
+    leftover = killed / "checkpoints" / ".step-0000099.tmp-999999"  # what a save killed midway leaves
+    leftover.mkdir()
     subprocess.run(_cli(*common, "--out", str(killed), "--resume"), check=True, timeout=300)
+    assert not leftover.exists()
     a, b = _losses(straight), _losses(killed)
     assert sorted(a) == sorted(b) == list(range(1, 15))
+    # The rows the killed run logged past its checkpoint were dropped, not repeated: the curve never doubles back.
+    steps = [r["step"] for r in read_metrics(killed / "metrics.jsonl") if r["kind"] == "train"]
+    assert steps == list(range(1, 15))
     for step in a:
         assert b[step] == pytest.approx(a[step], abs=1e-6), step
 
@@ -201,8 +207,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("fsdp", ["off", "on"])
-def test_two_processes_match_one_with_the_same_global_batch(fsdp: str, packed: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("launch", "fsdp", "accum"),
+    [("torchrun", "off", 1), ("torchrun", "on", 1), ("accelerate", "off", 2)],  # accum 2: no sync mid-accumulation
+)
+def test_two_processes_match_one_with_the_same_global_batch(
+    launch: str, fsdp: str, accum: int, packed: Path, tmp_path: Path
+) -> None:
     common = [
         "train",
         "--packed",
@@ -235,17 +246,16 @@ def test_two_processes_match_one_with_the_same_global_batch(fsdp: str, packed: P
     subprocess.run(_cli(*common, "--batch-size", "4", "--out", str(one)), check=True, timeout=300)
     two = tmp_path / "two"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(_free_port()),
-        str(Path(sys.executable).with_name("pycpilot")),
-    ]
-    sharded = [*common, "--batch-size", "2", "--fsdp", fsdp]
+    script = str(Path(sys.executable).with_name("pycpilot"))
+    port = str(_free_port())
+    # accelerate's --multi_gpu is its torchrun launcher (its --cpu mode wants MPI); without GPUs we pick gloo.
+    launcher = {
+        "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port],
+        "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                       "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                       "--main_process_port", port],
+    }[launch] + [script]  # fmt: skip
+    sharded = [*common, "--batch-size", str(4 // 2 // accum), "--grad-accum", str(accum), "--fsdp", fsdp]
     subprocess.run([*launcher, *sharded, "--out", str(two)], check=True, timeout=300, env=env)
     assert json.loads((two / "manifest.json").read_text())["compute"]["sharding"] == {"off": "ddp", "on": "fsdp"}[fsdp]
     a, b = _losses(one), _losses(two)
@@ -275,6 +285,28 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(packed: Pat
     ):
         train(_cfg(packed, out, max_steps=200, save_every=1, lr=1e6, grad_clip=0, warmup_steps=0))
     last = sealed_checkpoints(out / "checkpoints")[-1]
+    weights = __import__("safetensors.torch").torch.load_file(str(last / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_non_finite_gradients_stop_the_run_before_the_weights_change(
+    packed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def poisoned(params, max_norm, **kw):  # a finite loss whose gradients overflowed at the 4th step
+        params = list(params)
+        calls.append(1)
+        if len(calls) == 4:
+            params[0].grad.view(-1)[0] = float("inf")
+        return real(params, max_norm, **kw)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", poisoned)
+    out = tmp_path / "inf"
+    with pytest.raises(PycpilotError, match=r"the gradients became (inf|nan) at step 4 .*last good checkpoint"):
+        train(_cfg(packed, out, max_steps=10, save_every=1, precision="fp32"))
+    last = sealed_checkpoints(out / "checkpoints")[-1]
+    assert last.name == "step-0000003"
     weights = __import__("safetensors.torch").torch.load_file(str(last / "model.safetensors"))
     assert all(torch.isfinite(t).all() for t in weights.values())
 
@@ -318,6 +350,10 @@ def test_existing_output_needs_resume_or_overwrite(packed: Path, tmp_path: Path)
     train(_cfg(packed, out, max_steps=1, save_every=1))
     with pytest.raises(PycpilotError, match=r"already exists \(--resume continues it\)"):
         train(_cfg(packed, out, max_steps=2))
+    with pytest.raises(PycpilotError, match=r"--resume: this run would see other data .*global batch .* 2 -> 4"):
+        train(_cfg(packed, out, max_steps=2, resume=True, batch_size=4))
+    with pytest.raises(PycpilotError, match=r"--seed 42 -> 7"):
+        train(_cfg(packed, out, max_steps=2, resume=True, seed=7))
     train(_cfg(packed, out, max_steps=2, resume=True))
     assert json.loads((out / "manifest.json").read_text())["result"]["steps"] == 2
     train(_cfg(packed, out, max_steps=1, overwrite=True))
@@ -350,6 +386,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(packed: Path, tmp_path: 
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
+    assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
     saved = sealed_checkpoints(out / "checkpoints")
     assert len(saved) == 1
     step = int(saved[0].name.split("-")[1])

@@ -339,7 +339,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     e = p.add_argument_group("evaluation, checkpoints, logging")
     e.add_argument("--eval-every", type=int, help="steps between valid evaluations (200)")
     e.add_argument("--eval-blocks", type=int, help="valid blocks per evaluation (default: all)")
-    e.add_argument("--save-every", type=int, help="steps between checkpoints (default: only at the end)")
+    e.add_argument("--save-every", type=int, help="steps between checkpoints (default: epoch ends and the end)")
     e.add_argument("--keep-last", type=int, help="checkpoints kept (3)")
     e.add_argument("--log-every", type=int, help="steps between metric lines (10)")
     sp = p.add_argument_group("speed and memory")
@@ -356,6 +356,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     sp.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (~30 s first)")
     sp.add_argument("--grad-checkpointing", action="store_true", default=None, help="recompute activations")
+    sp.add_argument(
+        "--no-memory-check",
+        dest="memory_check",
+        action="store_false",
+        default=None,
+        help="start even when the memory estimate says the run will not fit",
+    )
     sp.add_argument(
         "--recompute-attention",
         choices=["auto", "on", "off"],

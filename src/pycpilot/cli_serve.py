@@ -37,6 +37,12 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--engine", choices=["auto", "native", "torch", "hf"], default="auto", help="decoder (auto)")
     p.add_argument("--int8", action="store_true", help="int8 weights (faster; costs a little accuracy)")
+    p.add_argument(
+        "--no-prompt-cache",
+        dest="prompt_cache",
+        action="store_false",
+        help="run every prompt whole (default: reuse the beginning a finished prompt shares with a new one)",
+    )
     p.add_argument("--threads", type=int, default=None, help="threads of the native step (default: torch's)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], default="warning")
     p.set_defaults(run=_run_serve)

@@ -113,8 +113,9 @@ class FastGPT2:
 
     @torch.inference_mode()
     def step(self, ids: torch.Tensor, start: int, cache: KVCache, every: bool = False) -> torch.Tensor:
-        """Run `ids` [batch, T] at positions start.. (T > 1 only from position 0); logits of the last position
-        [batch, vocab], or of every position [batch, T, vocab] with `every` (for scoring)."""
+        """Run `ids` [batch, T] at positions start.. over the cache's first `start` positions; logits of the last
+        position [batch, vocab], or of every position [batch, T, vocab] with `every` (for scoring). T > 1 with
+        start > 0 is the rest of a prompt whose beginning is cached already (serve's prompt cache)."""
         b, t = ids.shape
         end = start + t
         if self.lib is not None and t == 1 and start > 0 and not every:
@@ -131,8 +132,13 @@ class FastGPT2:
             values[:, :, start:end] = v
             if i == last and t > 1 and not every:  # only the last position's output is used: the rest of the
                 q, x, t = q[:, :, -1:], x[:, -1:], 1  # last layer runs for it alone (a prompt's ~1/n_layer less)
-            causal = t > 1
-            a = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], is_causal=causal, scale=scale)
+            if t > 1 and start > 0:  # queries at start.. see every cached key and their own past
+                mask = torch.arange(end) <= torch.arange(end - t, end)[:, None]
+                a = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], mask, scale=scale)
+            else:
+                a = F.scaled_dot_product_attention(
+                    q, keys[:, :, :end], values[:, :, :end], is_causal=t > 1, scale=scale
+                )
             x = x + layer["proj"](a.transpose(1, 2).reshape(b * t, d)).view(b, t, d)
             h = F.layer_norm(x, (d,), *layer["ln_2"], eps)
             x = x + layer["out"](self.act(layer["fc"](h.view(b * t, d)))).view(b, t, d)

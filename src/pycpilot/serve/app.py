@@ -46,7 +46,7 @@ class Server:
         self.cfg, self.completer = cfg, completer
         self.name = cfg.served_name()
         self.context = completer.context
-        self.scheduler = Scheduler(completer, cfg.max_batch, cfg.queue_size)
+        self.scheduler = Scheduler(completer, cfg.max_batch, cfg.queue_size, cfg.prompt_cache)
         self.created = int(time.time())
 
     def job(self, s: Sampling, emit: Any) -> tuple[Job, int]:

@@ -27,6 +27,7 @@ class ServeConfig:
     default_scope: str = "file"  # requests without "scope": OpenAI's behaviour (stops, EOS, max_tokens only)
     engine: str = "auto"
     int8: bool = False
+    prompt_cache: bool = True  # a new prompt reuses a finished one's shared beginning (see scheduler.py)
     threads: int | None = None
     log_level: str = "warning"
 

@@ -4,8 +4,15 @@ With the native step, jobs run side by side (continuous batching): each row of a
 cache, a new job's prompt runs as soon as it has slots, and every step advances all rows of all jobs at once,
 each at its own position, so four requests cost little more than one (the weights are read once per step).
 Each job samples with its own generator exactly as `Completer.complete` does, so a seeded request gives the
-same text alone or among others. Without the native step (no C compiler, `--engine torch|hf`), jobs run one
-after another through `Completer.complete`.
+same text alone or among others.
+
+Prompt cache: a slot keeps the keys and values of the last prompt it ran after its job ends. An editor sends
+nearly the same prompt at every keystroke, so a new job takes the free slot whose cached prompt shares the
+longest beginning with its own and runs only the rest. Only prompt positions are reused (computed by the same
+torch ops as a fresh prompt), never those the decode step wrote.
+
+Without the native step (no C compiler, `--engine torch|hf`), jobs run one after another through
+`Completer.complete`.
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ def _text_to(job: Job, row: int) -> Callable[[str], None]:
 
 
 class Scheduler:
-    def __init__(self, completer: Completer, max_batch: int, queue_size: int) -> None:
+    def __init__(self, completer: Completer, max_batch: int, queue_size: int, prompt_cache: bool = True) -> None:
         self.completer = completer
         self.fast = completer.fast
         self.batched = self.fast is not None and self.fast.lib is not None
@@ -66,8 +73,11 @@ class Scheduler:
         self.pending: collections.deque[Job] = collections.deque()
         self.active: list[Job] = []
         self.free = list(range(self.max_batch))
+        self.prompt_cache = prompt_cache and self.batched
+        self.cached: list[list[int]] = [[] for _ in range(self.max_batch)]  # the prompt each slot holds
         self.cond = threading.Condition()
-        self.stats = {"served": 0, "cancelled": 0, "rejected": 0, "steps": 0}
+        self.stats = {"served": 0, "cancelled": 0, "rejected": 0, "steps": 0, "prompt_tokens": 0,
+                      "prompt_tokens_cached": 0}  # fmt: skip
         self.thread: threading.Thread | None = None
         self.stopping = False
         self.error: str | None = None
@@ -97,6 +107,7 @@ class Scheduler:
                 "active_rows": self.max_batch - len(self.free) if self.batched else len(self.active),
                 "max_batch": self.max_batch,
                 "queue_size": self.queue_size,
+                "prompt_cache": self.prompt_cache,
                 "worker": "running" if self.thread and self.thread.is_alive() else "stopped",
                 **self.stats,
             }
@@ -158,10 +169,30 @@ class Scheduler:
                 job.emit("end", None, None)
                 continue
             if self.batched:
-                job.slots = [self.free.pop() for _ in range(job.n)]
+                job.slots = self._take_slots(job.ids, job.n)
             self.active.append(job)
             admitted.append(job)
         return admitted
+
+    def _shared(self, slot: int, ids: list[int]) -> int:
+        """How many leading tokens of `ids` slot `slot` holds already (at most all but the last: the last
+        position must run to give the first logits)."""
+        if not self.prompt_cache:
+            return 0
+        cached, limit = self.cached[slot], min(len(self.cached[slot]), len(ids) - 1)
+        k = 0
+        while k < limit and cached[k] == ids[k]:
+            k += 1
+        return k
+
+    def _take_slots(self, ids: list[int], n: int) -> list[int]:
+        """The free slot whose cached prompt shares the most with `ids` first, then the least useful ones."""
+        ranked = sorted(self.free, key=lambda slot: self._shared(slot, ids))
+        first = ranked.pop()
+        rest = ranked[: n - 1]
+        for slot in (first, *rest):
+            self.free.remove(slot)
+        return [first, *rest]
 
     def _run_alone(self, job: Job) -> None:
         on_text = (lambda piece: job.emit("text", 0, piece)) if job.stream else None
@@ -177,10 +208,16 @@ class Scheduler:
         """The prompt once into the first slot, copied to the job's other slots; the first logits."""
         assert self.fast is not None
         first = job.slots[0]
-        logits = self.fast.step(torch.tensor([job.ids]), 0, self.cache.row(first))
+        done = self._shared(first, job.ids)
+        self.cached[first] = []  # until the prompt is in
+        logits = self.fast.step(torch.tensor([job.ids[done:]]), done, self.cache.row(first))
+        self.stats["prompt_tokens"] += len(job.ids)
+        self.stats["prompt_tokens_cached"] += done
         for slot in job.slots[1:]:
             for c in (*self.cache.keys, *self.cache.values):
                 c[slot, :, : len(job.ids)] = c[first, :, : len(job.ids)]
+        for slot in job.slots:
+            self.cached[slot] = list(job.ids)
         job.logits = logits.expand(job.n, -1).clone()
         if job.first is not None:
             job.logits.masked_fill_(~job.first[: job.logits.shape[-1]], float("-inf"))

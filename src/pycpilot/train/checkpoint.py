@@ -101,6 +101,10 @@ def save_checkpoint(
     return final
 
 
+def step_of(path: Path) -> int:
+    return int(path.name.removeprefix(PREFIX))
+
+
 def sealed_checkpoints(folder: Path) -> list[Path]:
     """Complete checkpoints, oldest first (unsealed leftovers of a crash are ignored)."""
     if not folder.is_dir():

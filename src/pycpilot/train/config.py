@@ -55,6 +55,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast on GPUs and on CPUs with native bf16, else fp32
     compile: bool = False
     grad_checkpointing: bool = False
+    memory_check: bool = True  # refuse, before any work, a run the memory estimate says will not fit
     # auto: on a CPU with attention dropout, when the attention kept for backward passes 1 GiB (see model.py)
     recompute_attention: str = "auto"
     loss_chunk: int | None = None  # tokens per chunk of the fused output layer + loss; None: see loss.py

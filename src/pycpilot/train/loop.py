@@ -91,6 +91,11 @@ def _prepare_out(cfg: TrainConfig, out: Path, rt: Runtime) -> None:
     if cfg.resume:
         if not has_checkpoints:
             raise PycpilotError(f"--resume: {out} has no complete checkpoint to continue from")
+        rt.barrier()
+        if rt.main:  # what a killed save left half-written (its process id differs from ours)
+            for leftover in [*out.glob(".final.tmp-*"), *(out / "checkpoints").glob(".step-*.tmp-*")]:
+                shutil.rmtree(leftover, ignore_errors=True)
+        rt.barrier()
         return
     if out.exists() and any(out.iterdir()):
         if not cfg.overwrite:
@@ -167,15 +172,20 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
         and not cfg.grad_checkpointing
         and attention_saved_gib(model_config, batch, block) > 1.0
     )
+    fsdp = use_fsdp(cfg.fsdp, cfg.preset, rt)
+    keeps_scores = rt.device.type == "cpu" and model_config.attn_pdrop > 0 and not recompute  # SDPA's math kernel
     estimate = estimate_memory(
-        model_config, batch, block, chunk, cfg.grad_checkpointing, recompute, 2 if rt.dtype else 4
-    )
+        model_config, batch, block, chunk, cfg.grad_checkpointing, not keeps_scores, 2 if rt.dtype else 4,
+        shards=rt.world if fsdp else 1,
+    )  # fmt: skip
     free = available_memory_gib(rt.device)
-    if free is not None and estimate.total_gib > 0.9 * free:
+    if free is not None and rt.device.type == "cpu":
+        free /= rt.local_world  # the processes of one machine share its memory
+    if cfg.memory_check and free is not None and estimate.total_gib > 0.9 * free:
         raise PycpilotError(
             f"preset {cfg.preset} at batch {batch} x {block} needs about {estimate.total_gib:.1f} GiB "
             f"({estimate.params / 1e6:.0f}M parameters) but {free:.1f} GiB is free: lower --batch-size "
-            f"(and raise --grad-accum) or add --grad-checkpointing"
+            f"(and raise --grad-accum) or add --grad-checkpointing (--no-memory-check skips this estimate)"
         )
     _prepare_out(cfg, out, rt)
     log = (lambda *a: None) if (cfg.quiet or not rt.main) else (lambda *a: print(*a, flush=True))
@@ -185,9 +195,11 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     model = build_model(model_config, cfg.grad_checkpointing, recompute).to(rt.device)
     model_config = model.config  # the model's own copy, which knows its attention
     params = sum(p.numel() for p in model.parameters())
-    fsdp = use_fsdp(cfg.fsdp, cfg.preset, rt)
     rt.sharding = "fsdp" if fsdp else ("ddp" if rt.world > 1 else "none")
     saved = _resume_weights(out, model, model_config, log) if cfg.resume else None  # before any sharding
+    run_key = _run_key(cfg, order, pack, block)
+    if saved is not None:
+        _check_same_run(saved.get("run"), run_key)
     lossy = FusedLossLM(model, chunk)
     step_fn = sharding.wrap(lossy, rt, fsdp)  # DDP, or FSDP sharding `lossy` in place
     if cfg.compile:
@@ -206,10 +218,10 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     tokens_per_step = order.global_batch * block
     tpb = pack["splits"]["valid"]["tokens"] / max(pack["splits"]["valid"]["bytes"], 1)
 
-    state = _State() if saved is None else _resume_state(saved, lossy, optimizer)
+    state = _State() if saved is None else _resume_state(saved, lossy, optimizer, scaler)
     if rt.main:
         _write_manifest(out, cfg, pack, model_config, params, rt, status="running", extra={})
-    metrics = MetricsLog(out, enabled=rt.main)
+    metrics = MetricsLog(out, enabled=rt.main, resume_step=None if saved is None else state.step)
     log(
         f"train: GPT-2 {model_config.n_layer}x{model_config.n_embd}, {params / 1e6:.1f}M parameters, "
         f"{len(train_ds):,} blocks of {block}, global batch {order.global_batch} on {rt.world} x {rt.device.type} "
@@ -236,6 +248,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     start = time.perf_counter()
     last_log = (start, state.tokens)
     valid_loss = math.nan
+    evaluated_at = -1
     stopped_by = "budget"
     with _StopFlag() as stop:
         while True:
@@ -270,15 +283,18 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
             step_loss = rt.all_mean(step_loss)
             value = float(step_loss)
             if not math.isfinite(value):
-                last = ckpt.sealed_checkpoints(out / "checkpoints")
-                kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was saved yet"
                 raise PycpilotError(
-                    f"the loss became {value} at step {state.step + 1}: stopped; {kept} "
+                    f"the loss became {value} at step {state.step + 1}: stopped; {_last_good(out)} "
                     f"(try a lower --lr or --grad-clip)"
                 )
             if cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+                if not math.isfinite(norm) and not scaler.is_enabled():  # fp16's scaler skips such steps itself
+                    raise PycpilotError(
+                        f"the gradients became {norm} at step {state.step + 1} (the loss was {value:.4f}): "
+                        f"stopped before they reach the weights; {_last_good(out)} (try a lower --lr)"
+                    )
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -309,21 +325,35 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
             bar.update(1)
             if state.step % cfg.eval_every == 0:
                 valid_loss = _log_eval(lossy, valid_ds, batch, cfg.eval_blocks, rt, metrics, state.step, tpb)
+                evaluated_at = state.step
             epoch_done = state.position.step_in_epoch == 0  # the seed saves one checkpoint per epoch
             last = total_steps is not None and state.step >= total_steps  # saved below, after the final eval
             if not last and (epoch_done or (cfg.save_every and state.step % cfg.save_every == 0)):
-                _save(out, state, lossy, fsdp, tokenizer, optimizer, cfg, rt, time.perf_counter() - start)
+                _save(out, state, lossy, fsdp, tokenizer, optimizer, scaler, cfg, rt, run_key,
+                      time.perf_counter() - start)  # fmt: skip
     bar.close()
+    train_seconds = time.perf_counter() - start
+    if stopped_by == "interrupt":  # Ctrl-C: the checkpoint only, quickly (torchrun kills workers after 30 s)
+        _save(out, state, lossy, fsdp, tokenizer, optimizer, scaler, cfg, rt, run_key, train_seconds)
+        metrics.close()
+        if rt.main:
+            plot_losses(out / "metrics.jsonl", out / "loss.png", f"{cfg.preset}: interrupted at step {state.step}")
+            _write_manifest(out, cfg, pack, model_config, params, rt, status="interrupted", extra={
+                "stopped_by": "interrupt", "steps": state.step, "tokens": state.tokens,
+                "train_seconds": round(state.elapsed + train_seconds, 2),
+            })  # fmt: skip
+        rt.barrier()
+        raise Interrupted(
+            f"interrupted at step {state.step}; checkpoint saved in {out / 'checkpoints'}; continue with --resume"
+        )
 
     # The end: a last evaluation and checkpoint, the final model at the top of `out`, the plot, the manifest.
-    train_seconds = time.perf_counter() - start
-    valid_loss = _log_eval(lossy, valid_ds, batch, cfg.eval_blocks, rt, metrics, state.step, tpb)
-    _save(out, state, lossy, fsdp, tokenizer, optimizer, cfg, rt, train_seconds)
+    if evaluated_at != state.step:
+        valid_loss = _log_eval(lossy, valid_ds, batch, cfg.eval_blocks, rt, metrics, state.step, tpb)
+    _save(out, state, lossy, fsdp, tokenizer, optimizer, scaler, cfg, rt, run_key, train_seconds)
     metrics.close()
     summary = {
-        "stopped_by": stopped_by
-        if stopped_by == "interrupt"
-        else ("steps" if total_steps and state.step >= total_steps else "time"),
+        "stopped_by": "steps" if total_steps and state.step >= total_steps else "time",
         "steps": state.step,
         "tokens": state.tokens,
         "train_seconds": round(state.elapsed + train_seconds, 2),
@@ -350,10 +380,6 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
         f"{summary['valid_perplexity']:.2f}, {summary['valid_bpb']:.3f} bits per byte -> {out} (loss curve: "
         f"{out / 'loss.png'})"
     )
-    if stopped_by == "interrupt":
-        raise Interrupted(
-            f"interrupted at step {state.step}; checkpoint saved in {out / 'checkpoints'}; continue with --resume"
-        )
     return TrainResult(out=out, manifest=manifest)
 
 
@@ -391,10 +417,15 @@ def _save(
     fsdp: bool,
     tokenizer: Any,
     optimizer: Any,
+    scaler: Any,
     cfg: TrainConfig,
     rt: Runtime,
+    run_key: dict[str, Any],
     seconds: float,
 ) -> None:
+    sealed = ckpt.sealed_checkpoints(out / "checkpoints")
+    if sealed and ckpt.step_of(sealed[-1]) == state.step:  # the end right after a save: never replace it
+        return
     weights = sharding.full_model_state(lossy, fsdp)  # collectives first, on every rank
     optimizer_state = sharding.full_optimizer_state(lossy, optimizer)
     if rt.main:
@@ -404,7 +435,9 @@ def _save(
             "tokens": state.tokens,
             "elapsed": state.elapsed + seconds,
             "optimizer": optimizer_state,
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
             "rng": ckpt.rng_state(),
+            "run": run_key,
         }
         ckpt.save_checkpoint(
             out / "checkpoints", state.step, lossy.model, tokenizer, trainer_state, cfg.keep_last, weights
@@ -430,9 +463,42 @@ def _resume_weights(out: Path, model: Any, model_config: Any, log: Any) -> dict[
     return saved
 
 
-def _resume_state(saved: dict[str, Any], lossy: FusedLossLM, optimizer: Any) -> _State:
+def _last_good(out: Path) -> str:
+    last = ckpt.sealed_checkpoints(out / "checkpoints")
+    return f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was saved yet"
+
+
+def _run_key(cfg: TrainConfig, order: BatchOrder, pack: dict, block: int) -> dict[str, Any]:
+    """What decides which blocks each step sees: a resumed run must agree on all of it (the number of
+    processes may change, the global batch may not)."""
+    return {
+        "global_batch": order.global_batch,
+        "seed": cfg.seed,
+        "block": block,
+        "train_blocks": pack["splits"]["train"].get("blocks"),
+        "data_sha256": pack.get("data", {}).get("content_sha256"),
+    }
+
+
+def _check_same_run(saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    if not saved:  # a checkpoint from before this check was recorded
+        return
+    names = {"global_batch": "global batch (processes x --batch-size x --grad-accum)", "seed": "--seed",
+             "block": "block length", "train_blocks": "train blocks", "data_sha256": "packed data"}  # fmt: skip
+    diff = [f"{names.get(k, k)} {saved.get(k)} -> {v}" for k, v in now.items() if k in saved and saved[k] != v]
+    if diff:
+        raise PycpilotError(
+            "--resume: this run would see other data than the checkpoint's: "
+            + "; ".join(diff)
+            + " (resume with the same settings, or start over with --overwrite)"
+        )
+
+
+def _resume_state(saved: dict[str, Any], lossy: FusedLossLM, optimizer: Any, scaler: Any) -> _State:
     try:
         sharding.load_optimizer_state(lossy, optimizer, saved["optimizer"])
+        if saved.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(saved["scaler"])
     except (KeyError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise PycpilotError(f"the checkpoint's optimizer state does not fit this run: {first}") from None

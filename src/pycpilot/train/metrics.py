@@ -11,14 +11,19 @@ from typing import Any
 class MetricsLog:
     """Appends one JSON object per event to metrics.jsonl and mirrors scalars to TensorBoard (rank 0 only)."""
 
-    def __init__(self, folder: Path, enabled: bool) -> None:
+    def __init__(self, folder: Path, enabled: bool, resume_step: int | None = None) -> None:
+        """`resume_step`: the checkpoint a resumed run starts from; rows logged after it by the run that was
+        killed are dropped (they are about to be logged again), so the curves do not double back."""
         self.enabled = enabled
         self.path = folder / "metrics.jsonl"
         self._tb = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(folder / "tensorboard"))
+            if resume_step is not None:
+                _keep_rows_up_to(self.path, resume_step)
+            purge = None if resume_step is None else resume_step + 1  # TensorBoard hides later events
+            self._tb = SummaryWriter(log_dir=str(folder / "tensorboard"), purge_step=purge)
 
     def write(self, kind: str, step: int, **values: Any) -> None:
         if not self.enabled:
@@ -34,6 +39,16 @@ class MetricsLog:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def _keep_rows_up_to(path: Path, step: int) -> None:
+    """Rewrite metrics.jsonl without the rows past `step` (temp file, then rename)."""
+    if not path.is_file():
+        return
+    kept = [json.dumps(r) for r in read_metrics(path) if isinstance(r.get("step"), int) and r["step"] <= step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    tmp.replace(path)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

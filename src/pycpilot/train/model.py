@@ -100,11 +100,14 @@ def estimate_memory(
     grad_checkpointing: bool,
     recompute_attention: bool = False,
     bytes_per_value: int = 4,
+    shards: int = 1,
 ) -> MemoryEstimate:
-    """Parameters + gradients + AdamW's two moments, plus activations (Korthikanti et al.'s per-layer count)."""
+    """Parameters + gradients + AdamW's two moments (split over `shards` FSDP ranks), plus activations
+    (Korthikanti et al.'s per-layer count). `recompute_attention`: no T x T scores are kept for backward,
+    true of the fused SDPA kernels (GPUs, or no dropout) and of our recomputed attention core alike."""
     d, layers, vocab, heads = config.n_embd, config.n_layer, config.vocab_size, config.n_head
     params = vocab * d + config.n_positions * d + layers * (12 * d * d + 13 * d) + 2 * d
-    weights = params * 4 * 4  # fp32 weights, gradients, exp_avg, exp_avg_sq
+    weights = params * 4 * 4 / shards  # fp32 weights, gradients, exp_avg, exp_avg_sq
     tokens = batch * block
     per_layer = tokens * d * 34 + (0 if recompute_attention else 5 * heads * tokens * block)  # bytes at 16 bits
     if grad_checkpointing:

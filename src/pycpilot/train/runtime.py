@@ -32,6 +32,11 @@ class Runtime:
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def local_world(self) -> int:
+        """Processes on this machine (torchrun and accelerate set LOCAL_WORLD_SIZE)."""
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", str(self.world))))
+
     @classmethod
     def from_env(cls) -> Runtime:
         world = int(os.environ.get("WORLD_SIZE", "1"))
