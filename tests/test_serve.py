@@ -116,6 +116,21 @@ def test_prompt_cache_runs_only_what_is_new_and_changes_nothing(server: str, com
     assert reused >= 3 * (len(completer.encode(PROMPT, None)) - 2) and reused < total
 
 
+def test_a_growing_prompt_past_the_context_keeps_its_start_for_the_cache(server: str) -> None:
+    import re
+
+    long = "".join(f"x{i} = {i}\n" for i in range(300))  # far past the 256-token context
+    cuts, cached = [], []
+    for extra in ("", "y = 2\n", "y = 2\nz = 3\n"):
+        before = httpx.get(f"{server}/health").json()["prompt_tokens_cached"]
+        got = httpx.post(f"{server}/v1/completions", json={"prompt": long + extra, "max_tokens": 8}, timeout=60)
+        cuts.append(int(re.search(r"first (\d+)", got.json()["warning"])[1]))
+        cached.append(httpx.get(f"{server}/health").json()["prompt_tokens_cached"] - before)
+        assert got.json()["usage"]["prompt_tokens"] <= 256 - 8
+    assert all(c % 32 == 0 for c in cuts)  # cut in eighths of the context, not token by token
+    assert cuts[1] == cuts[0] and cached[1] >= 200  # so the next keystroke's prompt starts alike
+
+
 def test_a_prompt_run_in_two_parts_equals_it_run_whole(completer: Completer) -> None:
     import torch
 

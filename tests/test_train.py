@@ -141,6 +141,23 @@ def test_bf16_autocast_trains_like_fp32_and_says_so(packed: Path, tmp_path: Path
     assert json.loads((fp32 / "manifest.json").read_text())["compute"]["dtype"] == "torch.float32"
 
 
+def test_gradient_checkpointing_gives_the_same_run(packed: Path, tmp_path: Path) -> None:
+    kw = dict(max_steps=4, lr=1e-2, warmup_steps=1, precision="fp32")
+    plain = _losses(train(_cfg(packed, tmp_path / "plain", **kw)).out)
+    again = _losses(train(_cfg(packed, tmp_path / "again", grad_checkpointing=True, **kw)).out)
+    assert all(again[s] == pytest.approx(plain[s], abs=1e-5) for s in plain) and len(plain) == 4
+
+
+def test_a_time_budget_ends_the_run_with_the_cosine_on_the_clock(packed: Path, tmp_path: Path) -> None:
+    out = train(_cfg(packed, tmp_path / "t", max_time="4s", warmup_steps=2, lr=1e-2, min_lr_ratio=0.1)).out
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["result"]["stopped_by"] == "time" and 3.5 < m["result"]["train_seconds"] < 30
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]
+    lrs = [r["lr"] for r in rows[2:]]  # after warmup: the cosine falls with the clock toward its floor
+    assert len(lrs) > 5 and all(b <= a for a, b in itertools.pairwise(lrs))
+    assert lrs[0] > 0.8e-2 and 1e-3 <= lrs[-1] < 0.3e-2
+
+
 def test_recomputed_attention_gives_the_same_run_and_a_plain_model(packed: Path, tmp_path: Path) -> None:
     kw = dict(max_steps=4, lr=1e-2, warmup_steps=1, dropout=0.2, precision="fp32")
     plain = train(_cfg(packed, tmp_path / "plain", recompute_attention="off", **kw)).out

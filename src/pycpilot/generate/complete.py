@@ -150,15 +150,19 @@ class Completer:
         head, ids, tail = self._parts(prompt, suffix)
         return [*head, *ids, *tail]
 
-    def _fit(self, prompt: str, suffix: str | None, bos: bool, room: int) -> tuple[list[int], int]:
+    def _fit(self, prompt: str, suffix: str | None, bos: bool, room: int, cut_step: int = 1) -> tuple[list[int], int]:
         """The prompt's ids in at most `room` tokens, and how many were dropped: the start of the prompt goes
-        first (the leading end-of-text with it), then the end of the suffix; the FIM tokens always stay."""
+        first (the leading end-of-text with it), then the end of the suffix; the FIM tokens always stay.
+        `cut_step`: the start is cut in multiples of it, so a prompt that keeps growing at its end keeps the
+        same first tokens for a while (what serve's prompt cache reuses)."""
         head, ids, tail = self._parts(prompt, suffix)
         left = [self.tokenizer.eos_token_id, *ids] if bos else ids
         over = len(head) + len(left) + len(tail) - room
         if over <= 0:
             return [*head, *left, *tail], 0
-        drop = min(over, len(left))
+        drop = min(-(-over // cut_step) * cut_step, len(left))
+        if drop >= over:
+            return [*head, *left[drop:], *tail], drop
         rest = over - drop  # only with a suffix: cut its end, nearest the cursor stays
         if rest:
             if rest > len(tail) - 2:
@@ -167,12 +171,13 @@ class Completer:
         return [*head, *left[drop:], *tail], over
 
     def prepare(
-        self, prompt: str, suffix: str | None, max_new_tokens: int, bos: bool, heal: bool = False
+        self, prompt: str, suffix: str | None, max_new_tokens: int, bos: bool, heal: bool = False, cut_step: int = 1
     ) -> tuple[list[int], int, int, bytes]:
         """(prompt ids fitted to the context, how many tokens were cut, max new tokens that still fit, the
         healed bytes: with `heal`, a prompt ending in whitespace gives its last token back, see `_heal`)."""
         max_new_tokens = min(max_new_tokens, self.context - 1)
-        ids, cut = self._fit(prompt, suffix, bos, max(self.context - max_new_tokens, self.context // 2, 1))
+        room = max(self.context - max_new_tokens, self.context // 2, 1)
+        ids, cut = self._fit(prompt, suffix, bos, room, cut_step)
         healed = b""
         if heal:
             ids, healed = self._heal(ids, suffix is not None)

@@ -46,12 +46,17 @@ class Server:
         self.cfg, self.completer = cfg, completer
         self.name = cfg.served_name()
         self.context = completer.context
+        # A prompt past the context loses its start in steps of 1/8 of the context, not token by token, so an
+        # editor's growing file keeps its first tokens (and the prompt cache its hits) across keystrokes.
+        self.cut_step = max(1, self.context // 8) if cfg.prompt_cache else 1
         self.scheduler = Scheduler(completer, cfg.max_batch, cfg.queue_size, cfg.prompt_cache)
         self.created = int(time.time())
 
     def job(self, s: Sampling, emit: Any) -> tuple[Job, int]:
         """A worker job for one prompt, and how many prompt tokens were cut to fit the context."""
-        ids, cut, max_new, healed = self.completer.prepare(s.prompt, s.suffix, s.max_tokens, False, s.heal)
+        ids, cut, max_new, healed = self.completer.prepare(
+            s.prompt, s.suffix, s.max_tokens, False, s.heal, self.cut_step
+        )
         stoppers = [Stopper(s.prompt, s.stop, s.scope, len(healed)) for _ in range(s.n)]
         deadline = time.monotonic() + s.time_limit_ms / 1000 if s.time_limit_ms else None
         seed = s.seed if s.seed is not None else secrets.randbits(63)

@@ -76,7 +76,9 @@ def build_model(config: Any, grad_checkpointing: bool, recompute_attention: bool
         attention = RECOMPUTED_SDPA
     model = GPT2LMHeadModel._from_config(config, attn_implementation=attention)
     if grad_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers 5 renamed it (the old name warns that it goes in v6)
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
         model.config.use_cache = False
     return model
 
