@@ -313,6 +313,27 @@ def test_a_huge_prompt_file_is_a_one_line_error(tiny_run: Path, tmp_path: Path, 
         complete(CompleteConfig(model=tiny_run, file=f, quiet=True))
 
 
+def test_cutting_in_steps_keeps_the_start_but_never_the_tokens_before_the_cursor(completer: Completer) -> None:
+    long = "".join(f"v{i} = {i}\n" for i in range(200))
+    ids = completer.encode(long, None)
+    for grow in range(6):  # a growing file: cut in 32s, so its first kept token stays put
+        kept, cut, _, _ = completer.prepare(long + "w = 0\n" * grow, None, 16, bos=False, cut_step=32)
+        assert cut % 32 == 0 and kept[:50] == ids[cut : cut + 50]
+    # A short prefix before a long suffix that overflows by a few tokens: only those go, not a rounded 32
+    # (which would take the whole prefix), and the tokens just before the cursor stay.
+    prefix = "import os\n\n\ndef f(x):\n    y = x + 1\n    z = y * 2\n    return x + y + z\n\nvalue ="
+    room, lines = completer.context - 16, 0
+    while len(completer.encode(prefix, "".join(f"\nu{i} = {i}" for i in range(lines)))) <= room + 2:
+        lines += 1
+    suffix = "".join(f"\nu{i} = {i}" for i in range(lines))
+    over = len(completer.encode(prefix, suffix)) - room
+    assert 0 < over < len(completer.tokens(prefix)) - 3
+    kept, cut, _, _ = completer.prepare(prefix, suffix, 16, bos=False, cut_step=32)
+    assert cut == over
+    at = kept.index(completer.fim[1])  # the suffix token: the prefix's end is just before it
+    assert kept[at - 3 : at] == completer.tokens(prefix)[-3:]
+
+
 def test_token_healing_gives_back_a_trailing_whitespace_token(tiny_run: Path, completer: Completer) -> None:
     prompt = PROMPTS[0]  # ends with a newline
     ids = completer.encode(prompt, None)

@@ -154,13 +154,15 @@ class Completer:
         """The prompt's ids in at most `room` tokens, and how many were dropped: the start of the prompt goes
         first (the leading end-of-text with it), then the end of the suffix; the FIM tokens always stay.
         `cut_step`: the start is cut in multiples of it, so a prompt that keeps growing at its end keeps the
-        same first tokens for a while (what serve's prompt cache reuses)."""
+        same first tokens for a while (what serve's prompt cache reuses); never when that would leave fewer
+        than `cut_step` tokens of it (a short prefix before a long suffix: those are the cursor's)."""
         head, ids, tail = self._parts(prompt, suffix)
         left = [self.tokenizer.eos_token_id, *ids] if bos else ids
         over = len(head) + len(left) + len(tail) - room
         if over <= 0:
             return [*head, *left, *tail], 0
-        drop = min(-(-over // cut_step) * cut_step, len(left))
+        rounded = -(-over // cut_step) * cut_step
+        drop = rounded if rounded + cut_step <= len(left) else min(over, len(left))
         if drop >= over:
             return [*head, *left[drop:], *tail], drop
         rest = over - drop  # only with a suffix: cut its end, nearest the cursor stays

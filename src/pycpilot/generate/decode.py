@@ -125,6 +125,8 @@ class FastGPT2:
         d, heads, head_dim, eps, scale = self.d, self.n_head, self.head_dim, self.eps, self.scale
         x = self.wte[ids] + self.wpe[start:end]
         last = len(self.layers) - 1
+        # The rest of a cached prompt: queries at start.. see every cached key and their own past.
+        mask = torch.arange(end) <= torch.arange(start, end)[:, None] if t > 1 and start > 0 else None
         for i, (layer, keys, values) in enumerate(zip(self.layers, cache.keys, cache.values, strict=True)):
             h = F.layer_norm(x, (d,), *layer["ln_1"], eps)
             q, k, v = layer["attn"](h.view(b * t, d)).view(b, t, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
@@ -132,8 +134,7 @@ class FastGPT2:
             values[:, :, start:end] = v
             if i == last and t > 1 and not every:  # only the last position's output is used: the rest of the
                 q, x, t = q[:, :, -1:], x[:, -1:], 1  # last layer runs for it alone (a prompt's ~1/n_layer less)
-            if t > 1 and start > 0:  # queries at start.. see every cached key and their own past
-                mask = torch.arange(end) <= torch.arange(end - t, end)[:, None]
+            if mask is not None and t > 1:
                 a = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], mask, scale=scale)
             else:
                 a = F.scaled_dot_product_attention(

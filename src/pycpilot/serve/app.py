@@ -46,10 +46,10 @@ class Server:
         self.cfg, self.completer = cfg, completer
         self.name = cfg.served_name()
         self.context = completer.context
+        self.scheduler = Scheduler(completer, cfg.max_batch, cfg.queue_size, cfg.prompt_cache)
         # A prompt past the context loses its start in steps of 1/8 of the context, not token by token, so an
         # editor's growing file keeps its first tokens (and the prompt cache its hits) across keystrokes.
-        self.cut_step = max(1, self.context // 8) if cfg.prompt_cache else 1
-        self.scheduler = Scheduler(completer, cfg.max_batch, cfg.queue_size, cfg.prompt_cache)
+        self.cut_step = max(1, self.context // 8) if self.scheduler.prompt_cache else 1
         self.created = int(time.time())
 
     def job(self, s: Sampling, emit: Any) -> tuple[Job, int]:

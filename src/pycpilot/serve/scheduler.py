@@ -175,11 +175,12 @@ class Scheduler:
         return admitted
 
     def _shared(self, slot: int, ids: list[int]) -> int:
-        """How many leading tokens of `ids` slot `slot` holds already (at most all but the last: the last
-        position must run to give the first logits)."""
+        """How many leading tokens of `ids` slot `slot` holds already, leaving at least the last two to run: the
+        last gives the first logits, and with two the rest runs through the torch ops of any prompt (one alone
+        would take the C decode step, whose int8 activations differ from torch's)."""
         if not self.prompt_cache:
             return 0
-        cached, limit = self.cached[slot], min(len(self.cached[slot]), len(ids) - 1)
+        cached, limit = self.cached[slot], min(len(self.cached[slot]), len(ids) - 2)
         k = 0
         while k < limit and cached[k] == ids[k]:
             k += 1

@@ -424,7 +424,9 @@ def _save(
     seconds: float,
 ) -> None:
     sealed = ckpt.sealed_checkpoints(out / "checkpoints")
-    if sealed and ckpt.step_of(sealed[-1]) == state.step:  # the end right after a save: never replace it
+    # The end right after a save: never replace it. Rank 0 decides for all (what each rank sees on disk may
+    # differ, and every rank must take part in the same collectives).
+    if rt.any_true(rt.main and bool(sealed) and ckpt.step_of(sealed[-1]) == state.step):
         return
     weights = sharding.full_model_state(lossy, fsdp)  # collectives first, on every rank
     optimizer_state = sharding.full_optimizer_state(lossy, optimizer)
