@@ -289,6 +289,21 @@ def test_a_tokenizer_larger_than_the_model_is_a_one_line_error(tiny_run: Path, t
         Completer(folder)
 
 
+def test_devices_resolve_to_the_cpu_here_and_the_c_step_stays_on_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from pycpilot.generate.complete import resolve_device
+
+    assert resolve_device("auto", "auto", False).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    assert resolve_device("auto", "auto", False).type == "cuda"
+    assert resolve_device("auto", "native", False).type == "cpu" and resolve_device("auto", "auto", True).type == "cpu"
+    with pytest.raises(PycpilotError, match="--engine native and --int8 are CPU-only"):
+        resolve_device("cuda", "auto", True)
+    with pytest.raises(PycpilotError, match="--device must be one of auto, cpu, cuda"):
+        resolve_device("tpu", "auto", False)
+
+
 def test_cli_bad_prompts_are_one_line_errors(tiny_run: Path, tmp_path: Path) -> None:
     exe = str(Path(sys.executable).with_name("pycpilot"))
     base = [exe, "complete", "--model", str(tiny_run), "--max-new-tokens", "4"]
@@ -298,6 +313,7 @@ def test_cli_bad_prompts_are_one_line_errors(tiny_run: Path, tmp_path: Path) -> 
         ([], b"def \xff\xfe", "stdin is not UTF-8 text"),
         (["--temperature", "1e-45"], b"def f", "--temperature must be 0 (greedy) or a finite number >= 1e-06"),
         (["x", "--file", str(f)], b"", "give a prompt or --file, not both"),
+        (["x", "--device", "cuda"], b"", "--device cuda: this torch sees no CUDA GPU (see the README's GPU install)"),
     ]:
         done = subprocess.run([*base, *args], input=stdin, capture_output=True, timeout=120)
         assert done.returncode == 2 and done.stderr.decode().strip().splitlines() == [

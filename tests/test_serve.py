@@ -392,20 +392,65 @@ def test_a_request_that_fails_in_the_worker_fails_alone(tiny_run: Path, monkeypa
         s.close()
 
 
-def test_without_the_native_step_requests_run_one_by_one(tiny_run: Path, completer: Completer) -> None:
-    torch_completer = Completer(tiny_run, engine="torch")
-    s = InProcess(create_app(ServeConfig(model=tiny_run), torch_completer))
+def test_the_torch_engine_batches_like_the_native_step(tiny_run: Path, completer: Completer) -> None:
+    import concurrent.futures
+
+    app = create_app(ServeConfig(model=tiny_run), Completer(tiny_run, engine="torch"), start_worker=False)
+    s, scheduler = InProcess(app), app.state.server.scheduler
+    try:
+        assert _health(s)["engine"] == "torch" and _health(s)["max_batch"] == 8
+        prompts = [PROMPT, "def mean(xs):\n", "import os\n\n\ndef "]
+        url = f"{s.base}/v1/completions"
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            futures = [
+                pool.submit(httpx.post, url, json={"prompt": p, "max_tokens": 10, "temperature": 0}, timeout=60)
+                for p in prompts
+            ]
+            _wait_for(lambda: _health(s)["queued"] == 3)
+            scheduler.start()  # all three are admitted together and decoded side by side
+            got = [f.result().json()["choices"][0]["text"] for f in futures]
+        want = [completer.complete(p, max_new_tokens=10, scope="file", heal=True).completions[0].text for p in prompts]
+        assert got == want, (got, want)
+        assert _health(s)["steps"] < 25  # 3 x 10 tokens in shared steps, not 30 one-row steps
+        with httpx.stream(
+            "POST", url, json={"prompt": PROMPT, "max_tokens": 10, "temperature": 0, "stream": True}
+        ) as r:
+            pieces = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: ") and x != "data: [DONE]"]
+        assert "".join(p["choices"][0]["text"] for p in pieces) == want[0]
+    finally:
+        s.close()
+
+
+def test_the_torch_step_of_several_rows_equals_the_native_one(completer: Completer) -> None:
+    import torch
+
+    fast = completer.fast
+    assert fast is not None and fast.lib is not None
+    torch_fast = Completer(completer.loaded.path, engine="torch").fast
+    caches = [f.new_cache(4, 64) for f in (fast, torch_fast)]
+    prompts = [completer.encode(p, None) for p in (PROMPT, "def f(x):\n    return", "import os\n")]
+    for f, cache in zip((fast, torch_fast), caches, strict=True):
+        for slot, ids in zip((3, 0, 2), prompts, strict=True):
+            f.step(torch.tensor([ids]), 0, cache.row(slot))
+    native_step = __import__("pycpilot.generate.native", fromlist=["NativeStep"]).NativeStep(
+        fast.lib, fast, caches[0], 2
+    )
+    ids, pos, slots = [5, 17, 40], [len(p) for p in prompts], [3, 0, 2]
+    a = native_step.run_rows(ids, pos, slots)
+    b = torch_fast.step_rows(ids, pos, slots, caches[1])
+    assert torch.allclose(a, b, atol=1e-4) and (a.argmax(-1) == b.argmax(-1)).all()
+    with pytest.raises(IndexError, match="past the cache"):
+        torch_fast.step_rows([1], [64], [0], caches[1])
+    with pytest.raises(IndexError, match="one position and one distinct slot"):
+        torch_fast.step_rows([1, 2], [3, 3], [1, 1], caches[1])
+
+
+def test_the_hf_engine_runs_requests_one_by_one(tiny_run: Path, completer: Completer) -> None:
+    s = InProcess(create_app(ServeConfig(model=tiny_run), Completer(tiny_run, engine="hf")))
     try:
         got = httpx.post(f"{s.base}/v1/completions", json={"prompt": PROMPT, "max_tokens": 10, "temperature": 0}).json()
         want = completer.complete(PROMPT, max_new_tokens=10, scope="file", heal=True).completions[0].text
         assert got["choices"][0]["text"] == want and _health(s)["max_batch"] == 1
-        with httpx.stream(
-            "POST",
-            f"{s.base}/v1/completions",
-            json={"prompt": PROMPT, "max_tokens": 10, "temperature": 0, "stream": True},
-        ) as r:
-            pieces = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: ") and x != "data: [DONE]"]
-        assert "".join(p["choices"][0]["text"] for p in pieces) == want
     finally:
         s.close()
 

@@ -41,6 +41,12 @@ def add_complete(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threads", type=int, default=None, help="threads of the native step (default: torch's count)")
     p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where the model runs: auto (a CUDA GPU if torch sees one, else the CPU), cpu or cuda",
+    )
+    p.add_argument(
         "--no-heal",
         dest="heal",
         action="store_false",

@@ -43,6 +43,12 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="run every prompt whole (default: reuse the beginning a finished prompt shares with a new one)",
     )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where the model runs: auto (a CUDA GPU if torch sees one, else the CPU), cpu or cuda",
+    )
     p.add_argument("--threads", type=int, default=None, help="threads of the native step (default: torch's)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], default="warning")
     p.set_defaults(run=_run_serve)

@@ -83,11 +83,11 @@ def evaluate_perplexity(cfg: PerplexityConfig) -> dict[str, Any]:
     texts = texts[: cfg.limit] if cfg.limit else texts
     fast, model, eos = completer.fast, completer.model, completer.tokenizer.eos_token_id
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def forward(x: torch.Tensor) -> torch.Tensor:  # logits on the CPU, whatever device runs the model
         if fast is not None:
-            return fast.step(x, 0, fast.new_cache(1, x.shape[1]), every=True)
+            return fast.step(x, 0, fast.new_cache(1, x.shape[1]), every=True).cpu()
         with torch.inference_mode():
-            return model(x).logits
+            return model(x.to(completer.device)).logits.cpu()
 
     start = time.perf_counter()
     nll, tokens, n_bytes = 0.0, 0, 0

@@ -71,6 +71,7 @@ class CompleteConfig:
     int8: bool = False
     engine: str = "auto"  # auto (native if it builds, else torch), native, torch, or hf (transformers' generate)
     threads: int | None = None  # for the native step; None: torch's thread count
+    device: str = "auto"  # auto: a CUDA GPU when torch sees one (torch engine), else the CPU
     heal: bool = True  # token healing of a prompt that ends in whitespace (see Completer._heal)
     stream: bool = True  # print the first completion as it arrives
     quiet: bool = False
@@ -104,12 +105,38 @@ class Result:
     engine: str
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str, engine: str, int8: bool) -> torch.device:
+    """auto: a CUDA GPU when there is one (and the engine and int8 allow it), else the CPU; one-line errors."""
+    if device not in DEVICES:
+        raise PycpilotError(f"--device must be one of {', '.join(DEVICES)}")
+    cpu_only = engine == "native" or int8  # the C step and the int8 kernels are a CPU's
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() and not cpu_only else "cpu")
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise PycpilotError("--device cuda: this torch sees no CUDA GPU (see the README's GPU install)")
+        if cpu_only:
+            raise PycpilotError("--device cuda runs the torch or hf engine; --engine native and --int8 are CPU-only")
+    return torch.device(device)
+
+
 class Completer:
     """A loaded model, ready to complete; one per process (`serve` keeps one)."""
 
-    def __init__(self, model: Path | str, int8: bool = False, engine: str = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Path | str,
+        int8: bool = False,
+        engine: str = "auto",
+        threads: int | None = None,
+        device: str = "auto",
+    ) -> None:
+        self.device = resolve_device(device, engine, int8)
         self.loaded = load_model(model)
-        self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
+        self.model, self.tokenizer = self.loaded.model.to(self.device), self.loaded.tokenizer
         self.text = TokenText(self.tokenizer)
         self.context = int(getattr(self.model.config, "n_positions", 0) or self.tokenizer.model_max_length)
         self.fast: FastGPT2 | None = None
@@ -118,7 +145,8 @@ class Completer:
             raise PycpilotError("--int8 needs our decode loop (engine auto, native or torch), not hf")
         if engine != "hf":
             try:
-                self.fast = FastGPT2(self.model, int8=int8, native=engine != "torch", threads=threads)
+                native = engine != "torch" and self.device.type == "cpu"  # the C step is a CPU's
+                self.fast = FastGPT2(self.model, int8=int8, native=native, threads=threads)
             except Unsupported:
                 if int8 or engine != "auto":
                     raise
@@ -126,6 +154,8 @@ class Completer:
             if engine == "native" and self.fast.lib is None:
                 raise PycpilotError(f"the native engine is not available here: {self.fast.native_note}")
             self.engine = ("native" if self.fast.lib is not None else "torch") + ("-int8" if int8 else "")
+        if self.device.type != "cpu":
+            self.engine += f"-{self.device.type}"
         vocab = self.tokenizer.get_vocab()
         self.fim = [vocab.get(t) for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)]
         self.stop_ids = set(self.tokenizer.all_special_ids)
@@ -265,7 +295,7 @@ class Completer:
         """`complete` after the prompt is fitted (`prepare`): the `n` completions of prompt ids `ids`; `first`:
         the tokens allowed first (token healing)."""
         if self.fast is not None:
-            generator = torch.Generator().manual_seed(seed)
+            generator = torch.Generator(self.device).manual_seed(seed)
             # No garbage collection while decoding: each step makes a few tensors, and a full collection over
             # the heap of a loaded model (tens of ms) would land in the middle of a completion.
             collecting = gc.isenabled()
@@ -321,7 +351,7 @@ class Completer:
             cache.copy_row(0, len(ids))
         logits = logits.expand(n, -1)
         if first is not None:
-            logits = logits.masked_fill(~first[: logits.shape[-1]], float("-inf"))
+            logits = logits.masked_fill(~first[: logits.shape[-1]].to(logits.device), float("-inf"))
         rows: list[list[int]] = [[] for _ in range(n)]
         done: list[Completion | None] = [None] * n
         shown = 0
@@ -371,20 +401,20 @@ class Completer:
             def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
                 if first is None or input_ids.shape[1] != len(ids):
                     return scores
-                return scores.masked_fill(~first[: scores.shape[-1]], float("-inf"))
+                return scores.masked_fill(~first[: scores.shape[-1]].to(scores.device), float("-inf"))
 
         class OutOfTime(StoppingCriteria):
             def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
                 late = (deadline is not None and time.monotonic() > deadline) or bool(cancelled and cancelled())
-                return torch.full((input_ids.shape[0],), late, dtype=torch.bool)
+                return torch.full((input_ids.shape[0],), late, dtype=torch.bool, device=input_ids.device)
 
         torch.manual_seed(seed)
         sampling = temperature > 0
         extra: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "top_k": top_k} if sampling else {}
         with torch.inference_mode():
             out = self.model.generate(
-                torch.tensor([ids]),
-                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                torch.tensor([ids], device=self.device),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
                 max_new_tokens=max_new,
                 do_sample=sampling,
                 num_return_sequences=n if sampling else 1,  # greedy rows are all the same: generate cannot repeat one
@@ -436,7 +466,7 @@ def complete(cfg: CompleteConfig) -> Result:
     """Complete the prompt of `cfg`, printing completions (the first one streamed) unless quiet."""
     cfg.validate()
     prompt = read_prompt(cfg)
-    completer = Completer(cfg.model, int8=cfg.int8, engine=cfg.engine, threads=cfg.threads)
+    completer = Completer(cfg.model, int8=cfg.int8, engine=cfg.engine, threads=cfg.threads, device=cfg.device)
     out = sys.stdout
     streaming = cfg.stream and not cfg.quiet and completer.fast is not None and cfg.n == 1
 

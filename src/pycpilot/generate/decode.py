@@ -75,7 +75,7 @@ class FastGPT2:
         self.vocab = head.shape[0]
         self.threads = threads or torch.get_num_threads()
         self.lib, self.native_note = None, "not asked for"
-        if native:
+        if native and self.wte.device.type == "cpu":  # the C step reads CPU memory
             self.lib, self.native_note = load_library()
             if self.lib is not None and (self.wte.dtype != torch.float32 or cfg.activation_function not in ACTIVATIONS):
                 self.lib, self.native_note = None, f"{self.wte.dtype} weights, {cfg.activation_function}"
@@ -108,8 +108,39 @@ class FastGPT2:
         else:
             self.head = _Linear(head.t().contiguous(), None, int8)  # [d, vocab]: GEMV 2x faster than on [vocab, d]
 
+    @torch.inference_mode()
+    def step_rows(self, ids: list[int], pos: list[int], slots: list[int], cache: KVCache) -> torch.Tensor:
+        """One new token for each of several rows, each at its own position and cache slot (a server's requests
+        side by side), in torch ops: what the C step's `run_rows` does, for the torch engine and for GPUs.
+        Logits [rows, vocab]."""
+        rows, batch, length = len(ids), cache.keys[0].shape[0], cache.keys[0].shape[2]
+        if not (0 < rows <= batch and len(pos) == rows and len(slots) == rows and len(set(slots)) == rows):
+            raise IndexError(f"{rows} rows for a cache of {batch} (one position and one distinct slot each)")
+        if max(pos) >= min(length, self.max_positions) or min(pos) < 0 or not all(0 <= s < batch for s in slots):
+            raise IndexError(f"a position past the cache or the model's context ({min(length, self.max_positions)})")
+        if not all(0 <= i < self.vocab for i in ids):
+            raise IndexError("token id outside the vocabulary")
+        device = self.wte.device
+        d, heads, head_dim, eps, scale = self.d, self.n_head, self.head_dim, self.eps, self.scale
+        tok, at, slot = (torch.tensor(v, device=device) for v in (ids, pos, slots))
+        span = max(pos) + 1
+        seen = (torch.arange(span, device=device) <= at[:, None])[:, None, None, :]  # [rows, 1, 1, span]
+        x = self.wte[tok] + self.wpe[at]
+        for layer, keys, values in zip(self.layers, cache.keys, cache.values, strict=True):
+            h = F.layer_norm(x, (d,), *layer["ln_1"], eps)
+            q, k, v = layer["attn"](h).view(rows, 3, heads, head_dim).unbind(1)
+            keys[slot, :, at] = k
+            values[slot, :, at] = v
+            a = F.scaled_dot_product_attention(
+                q[:, :, None], keys[slot, :, :span], values[slot, :, :span], seen, scale=scale
+            )
+            x = x + layer["proj"](a.reshape(rows, d))
+            h = F.layer_norm(x, (d,), *layer["ln_2"], eps)
+            x = x + layer["out"](self.act(layer["fc"](h)))
+        return self.head(F.layer_norm(x, (d,), *self.ln_f, eps))
+
     def new_cache(self, batch: int, length: int) -> KVCache:
-        return KVCache(self.n_layer, batch, self.n_head, length, self.head_dim, self.wte.dtype)
+        return KVCache(self.n_layer, batch, self.n_head, length, self.head_dim, self.wte.dtype, self.wte.device)
 
     @torch.inference_mode()
     def step(self, ids: torch.Tensor, start: int, cache: KVCache, every: bool = False) -> torch.Tensor:
@@ -123,10 +154,13 @@ class FastGPT2:
                 cache.native = NativeStep(self.lib, self, cache, self.threads)
             return cache.native.run(ids, start)
         d, heads, head_dim, eps, scale = self.d, self.n_head, self.head_dim, self.eps, self.scale
+        device = self.wte.device
+        ids = ids.to(device)
         x = self.wte[ids] + self.wpe[start:end]
         last = len(self.layers) - 1
         # The rest of a cached prompt: queries at start.. see every cached key and their own past.
-        mask = torch.arange(end) <= torch.arange(start, end)[:, None] if t > 1 and start > 0 else None
+        span = torch.arange(end, device=device)
+        mask = span <= torch.arange(start, end, device=device)[:, None] if t > 1 and start > 0 else None
         for i, (layer, keys, values) in enumerate(zip(self.layers, cache.keys, cache.values, strict=True)):
             h = F.layer_norm(x, (d,), *layer["ln_1"], eps)
             q, k, v = layer["attn"](h.view(b * t, d)).view(b, t, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
@@ -151,10 +185,15 @@ class FastGPT2:
 class KVCache:
     """Keys and values of every layer, [batch, head, position, head_dim] each, allocated once per call."""
 
-    def __init__(self, layers: int, batch: int, heads: int, length: int, head_dim: int, dtype: torch.dtype) -> None:
+    def __init__(
+        self, layers: int, batch: int, heads: int, length: int, head_dim: int, dtype: torch.dtype, device: Any = "cpu"
+    ) -> None:
         self.native: NativeStep | None = None  # the C step bound to these tensors, made on first use
-        self.keys = [torch.empty(batch, heads, length, head_dim, dtype=dtype) for _ in range(layers)]
-        self.values = [torch.empty(batch, heads, length, head_dim, dtype=dtype) for _ in range(layers)]
+        # Zeros, not empty: step_rows reads a slot up to the longest row's position and masks the rest, and a
+        # NaN left in fresh memory would survive the mask (NaN times zero weight).
+        shape = (batch, heads, length, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
 
     def row(self, index: int) -> KVCache:
         """A view of one batch row (the prompt is run once, into row 0)."""

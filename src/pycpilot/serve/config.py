@@ -29,6 +29,7 @@ class ServeConfig:
     int8: bool = False
     prompt_cache: bool = True  # a new prompt reuses a finished one's shared beginning (see scheduler.py)
     threads: int | None = None
+    device: str = "auto"  # auto: a CUDA GPU when torch sees one (torch engine), else the CPU
     log_level: str = "warning"
 
     def validate(self) -> None:

@@ -21,12 +21,12 @@ def logprobs_object(
     with `echo`; its first token has no logprob). `healed`: characters of the first new token that repeat the
     prompt (token healing): left out of its text unless the prompt is echoed."""
     ids = prompt_ids + new_ids
-    x = torch.tensor([ids])
+    x = torch.tensor([ids], device=completer.device)
     if completer.fast is not None:
         logits = completer.fast.step(x, 0, completer.fast.new_cache(1, len(ids)), every=True)[0]
     else:
         logits = completer.model(x).logits[0]
-    logp = torch.log_softmax(logits.float(), dim=-1)
+    logp = torch.log_softmax(logits.float(), dim=-1).cpu()
     first = 0 if echo else len(prompt_ids)
     tokens, token_lp, top_lp, offsets = [], [], [], []
     offset = 0

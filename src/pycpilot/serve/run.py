@@ -41,7 +41,7 @@ def serve(cfg: ServeConfig) -> None:
 
     cfg.validate()
     sock = bind(cfg.host, cfg.port)  # before loading: a taken port fails fast
-    completer = Completer(cfg.model, int8=cfg.int8, engine=cfg.engine, threads=cfg.threads)
+    completer = Completer(cfg.model, int8=cfg.int8, engine=cfg.engine, threads=cfg.threads, device=cfg.device)
     app = create_app(cfg, completer)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

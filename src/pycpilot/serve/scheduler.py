@@ -1,8 +1,9 @@
 """The model worker: one thread that owns the model and serves a bounded queue of jobs.
 
-With the native step, jobs run side by side (continuous batching): each row of a job has a slot in one KV
-cache, a new job's prompt runs as soon as it has slots, and every step advances all rows of all jobs at once,
-each at its own position, so four requests cost little more than one (the weights are read once per step).
+With our decode loop (the native C step, or the same step in torch ops), jobs run side by side (continuous
+batching): each row of a job has a slot in one KV cache, a new job's prompt runs as soon as it has slots, and
+every step advances all rows of all jobs at once, each at its own position, so four requests cost little more
+than one (the weights are read once per step).
 Each job samples with its own generator exactly as `Completer.complete` does, so a seeded request gives the
 same text alone or among others.
 
@@ -11,8 +12,7 @@ nearly the same prompt at every keystroke, so a new job takes the free slot whos
 longest beginning with its own and runs only the rest. Only prompt positions are reused (computed by the same
 torch ops as a fresh prompt), never those the decode step wrote.
 
-Without the native step (no C compiler, `--engine torch|hf`), jobs run one after another through
-`Completer.complete`.
+With `--engine hf` (transformers' generate), jobs run one after another through `Completer.complete`.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class Scheduler:
     def __init__(self, completer: Completer, max_batch: int, queue_size: int, prompt_cache: bool = True) -> None:
         self.completer = completer
         self.fast = completer.fast
-        self.batched = self.fast is not None and self.fast.lib is not None
+        self.batched = self.fast is not None
         self.max_batch = max_batch if self.batched else 1
         self.queue_size = queue_size
         self.pending: collections.deque[Job] = collections.deque()
@@ -81,11 +81,12 @@ class Scheduler:
         self.thread: threading.Thread | None = None
         self.stopping = False
         self.error: str | None = None
-        self.step: NativeStep | None = None
+        self.step: NativeStep | None = None  # the C step; None: the same step in torch ops (step_rows)
         if self.batched:
             assert self.fast is not None
             self.cache = self.fast.new_cache(self.max_batch, completer.context)
-            self.step = NativeStep(self.fast.lib, self.fast, self.cache, self.fast.threads)
+            if self.fast.lib is not None:
+                self.step = NativeStep(self.fast.lib, self.fast, self.cache, self.fast.threads)
 
     # ---- the request side (event loop threads) ----
 
@@ -221,8 +222,8 @@ class Scheduler:
             self.cached[slot] = list(job.ids)
         job.logits = logits.expand(job.n, -1).clone()
         if job.first is not None:
-            job.logits.masked_fill_(~job.first[: job.logits.shape[-1]], float("-inf"))
-        job.generator = torch.Generator().manual_seed(job.seed)
+            job.logits.masked_fill_(~job.first[: job.logits.shape[-1]].to(job.logits.device), float("-inf"))
+        job.generator = torch.Generator(job.logits.device).manual_seed(job.seed)
         job.rows = [[] for _ in range(job.n)]
         job.done = [None] * job.n
         job.shown = [0] * job.n
@@ -259,11 +260,14 @@ class Scheduler:
                 self._retire(job)
         if not step_rows:
             return
-        assert self.step is not None
+        assert self.fast is not None
         ids = [job.rows[r][-1] for job, r in step_rows]
         pos = [len(job.ids) + len(job.rows[r]) - 1 for job, r in step_rows]
         slots = [job.slots[r] for job, r in step_rows]
-        logits = self.step.run_rows(ids, pos, slots)
+        if self.step is not None:
+            logits = self.step.run_rows(ids, pos, slots)
+        else:
+            logits = self.fast.step_rows(ids, pos, slots, self.cache)
         self.stats["steps"] += 1
         for k, (job, r) in enumerate(step_rows):
             assert job.logits is not None
