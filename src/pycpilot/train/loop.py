@@ -222,8 +222,12 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     if rt.main:
         _write_manifest(out, cfg, pack, model_config, params, rt, status="running", extra={})
     metrics = MetricsLog(out, enabled=rt.main, resume_step=None if saved is None else state.step)
+    preset_positions = cfg.preset_values().context_length
+    grown = cfg.n_positions is None and model_config.n_positions > preset_positions
+    positions_note = f" (the preset's {preset_positions} raised to the packed block length)" if grown else ""
     log(
         f"train: GPT-2 {model_config.n_layer}x{model_config.n_embd}, {params / 1e6:.1f}M parameters, "
+        f"{model_config.n_positions} positions{positions_note}, "
         f"{len(train_ds):,} blocks of {block}, global batch {order.global_batch} on {rt.world} x {rt.device.type} "
         f"({str(rt.dtype).removeprefix('torch.') if rt.dtype else 'fp32'}), "
         + ", ".join(
