@@ -455,6 +455,20 @@ def test_the_hf_engine_runs_requests_one_by_one(tiny_run: Path, completer: Compl
         s.close()
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_server_cleanly(sig: str, tiny_run: Path) -> None:
+    import signal
+
+    proc, base = start_process(tiny_run)
+    # logprobs run in the model worker (this server's main thread) as a call between steps
+    got = httpx.post(f"{base}/v1/completions", json={"prompt": "def f(", "max_tokens": 4, "logprobs": 1}, timeout=60)
+    assert got.status_code == 200 and len(got.json()["choices"][0]["logprobs"]["tokens"]) >= 1
+    started = time.monotonic()
+    proc.send_signal(getattr(signal, sig))
+    assert proc.wait(timeout=30) == 0 and time.monotonic() - started < 10
+    assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+
+
 def test_serve_cli_errors_are_one_line(tiny_run: Path, tmp_path: Path) -> None:
     exe = str(Path(sys.executable).with_name("pycpilot"))
     taken = socket.socket()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import html
 import json
@@ -62,8 +63,12 @@ class Server:
         seed = s.seed if s.seed is not None else secrets.randbits(63)
         temperature = s.temperature if s.temperature >= 1e-6 else 0.0
         job = Job(ids, s.n, max_new, temperature, s.top_p, s.top_k, stoppers, seed, emit, s.stream, deadline)
-        job.first = self.completer.first_mask(healed)
+        job.healed = healed
         return job, cut
+
+    async def in_worker(self, fn: Any, *args: Any) -> Any:
+        """`fn(*args)` in the model worker's thread, the only one that runs torch (see scheduler.py)."""
+        return await asyncio.wrap_future(self.scheduler.call(functools.partial(fn, *args)))
 
     def submit(self, samplings: list[Sampling]) -> tuple[list[Job], list[int], asyncio.Queue] | Response:
         """Queue one job per prompt, all or none; or the error response (400 for a prompt that cannot fit
@@ -209,7 +214,7 @@ def create_app(cfg: ServeConfig, completer: Completer, start_worker: bool = True
                 lp = None
                 if s.logprobs is not None:
                     skip = job.stoppers[0].skip
-                    lp = await asyncio.to_thread(
+                    lp = await server.in_worker(
                         logprobs_object, completer, job.ids, _kept(completer, c), s.logprobs, s.echo, skip
                     )
                 choices.append({"text": text, "index": i * s.n + r, "logprobs": lp, "finish_reason": c.finish_reason})
@@ -354,7 +359,7 @@ async def _stream_openai(
             elif kind == "done":
                 lp = None
                 if s.logprobs is not None:
-                    lp = await asyncio.to_thread(
+                    lp = await server.in_worker(
                         logprobs_object,
                         server.completer, jobs[index].ids, _kept(server.completer, value), s.logprobs, False,
                         jobs[index].stoppers[0].skip,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gc
 import ipaddress
+import signal
 import socket
 import sys
+import threading
 
 from pycpilot.errors import PycpilotError
 from pycpilot.generate.complete import Completer
@@ -42,7 +44,7 @@ def serve(cfg: ServeConfig) -> None:
     cfg.validate()
     sock = bind(cfg.host, cfg.port)  # before loading: a taken port fails fast
     completer = Completer(cfg.model, int8=cfg.int8, engine=cfg.engine, threads=cfg.threads, device=cfg.device)
-    app = create_app(cfg, completer)
+    app = create_app(cfg, completer, start_worker=False)  # the worker is this thread, see below
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(
@@ -59,4 +61,25 @@ def serve(cfg: ServeConfig) -> None:
     gc.collect()
     gc.freeze()
     config = uvicorn.Config(app, log_level=cfg.log_level, access_log=cfg.log_level in ("info", "debug"))
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    scheduler = app.state.server.scheduler
+
+    # HTTP in a thread, the model worker here: this thread loaded the model, and all torch work stays in one
+    # thread (scheduler.py says why). Signals come to this thread; uvicorn then shuts down as it would.
+    def http() -> None:
+        try:
+            server.run(sockets=[sock])
+        finally:
+            scheduler.stop()  # however HTTP ended, the worker ends too
+
+    def on_signal(signum: int, frame: object) -> None:
+        if server.should_exit:
+            server.force_exit = True  # a second Ctrl-C: do not wait for open connections
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    thread = threading.Thread(target=http, name="pycpilot-http", daemon=True)
+    thread.start()
+    scheduler.run_here()
+    thread.join(timeout=30)
