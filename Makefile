@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean browser
+.PHONY: install demo test lint bench bench-gpu clean browser
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ bench: install
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_sandbox.py
 	$(BIN)/python bench/bench_serve.py
+
+# The GPU paths (a machine with a CUDA torch): small's bf16 training MFU, serving on the GPU.
+bench-gpu: install
+	$(BIN)/python bench/bench_gpu.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
