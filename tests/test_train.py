@@ -373,6 +373,9 @@ def test_existing_output_needs_resume_or_overwrite(packed: Path, tmp_path: Path)
         train(_cfg(packed, out, max_steps=2, resume=True, seed=7))
     train(_cfg(packed, out, max_steps=2, resume=True))
     assert json.loads((out / "manifest.json").read_text())["result"]["steps"] == 2
+    train(_cfg(packed, out, max_steps=2, resume=True))  # nothing left to do: no second evaluation of step 2
+    evals = [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "eval"]
+    assert evals == [1, 2] and json.loads((out / "manifest.json").read_text())["result"]["valid_loss"] > 0
     train(_cfg(packed, out, max_steps=1, overwrite=True))
     assert json.loads((out / "manifest.json").read_text())["result"]["steps"] == 1
 

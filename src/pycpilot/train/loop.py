@@ -253,6 +253,9 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     last_log = (start, state.tokens)
     valid_loss = math.nan
     evaluated_at = -1
+    logged = metrics.eval_at(state.step) if saved is not None else None
+    if rt.any_true(logged is not None):  # a resume that ends at once does not evaluate the same step again
+        evaluated_at, valid_loss = state.step, logged if logged is not None else math.nan
     stopped_by = "budget"
     with _StopFlag() as stop:
         while True:
