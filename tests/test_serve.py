@@ -427,7 +427,7 @@ def test_the_torch_step_of_several_rows_equals_the_native_one(completer: Complet
     fast = completer.fast
     assert fast is not None and fast.lib is not None
     torch_fast = Completer(completer.loaded.path, engine="torch").fast
-    caches = [f.new_cache(4, 64) for f in (fast, torch_fast)]
+    caches = [fast.new_cache(4, 64), torch_fast.new_cache(4, 64, zero=True)]  # as the scheduler makes them
     prompts = [completer.encode(p, None) for p in (PROMPT, "def f(x):\n    return", "import os\n")]
     for f, cache in zip((fast, torch_fast), caches, strict=True):
         for slot, ids in zip((3, 0, 2), prompts, strict=True):
@@ -443,6 +443,42 @@ def test_the_torch_step_of_several_rows_equals_the_native_one(completer: Complet
         torch_fast.step_rows([1], [64], [0], caches[1])
     with pytest.raises(IndexError, match="one position and one distinct slot"):
         torch_fast.step_rows([1, 2], [3, 3], [1, 1], caches[1])
+
+
+def test_int8_without_the_c_step_is_not_batched(tiny_run: Path) -> None:
+    # fbgemm quantises all rows of a call with one scale: rows of different requests would change each other
+    app = create_app(ServeConfig(model=tiny_run), Completer(tiny_run, engine="torch", int8=True), start_worker=False)
+    health = app.state.server.scheduler.health()
+    assert health["max_batch"] == 1 and health["prompt_cache"] is False
+
+
+def test_work_handed_to_the_worker_fails_as_a_500_and_stop_survives_a_cancelled_call(
+    tiny_run: Path, completer: Completer, monkeypatch
+) -> None:
+    import pycpilot.serve.app as app_module
+    from pycpilot.serve.scheduler import Scheduler
+
+    def broken(*args):
+        raise ValueError("logprobs broke")
+
+    monkeypatch.setattr(app_module, "logprobs_object", broken)
+    s = InProcess(create_app(ServeConfig(model=tiny_run), completer))
+    try:
+        url = f"{s.base}/v1/completions"
+        got = httpx.post(url, json={"prompt": "def ", "max_tokens": 3, "logprobs": 1}, timeout=60)
+        assert got.status_code == 500 and "logprobs broke" in got.json()["error"]["message"]
+        with httpx.stream("POST", url, json={"prompt": "def ", "max_tokens": 3, "logprobs": 1, "stream": True}) as r:
+            lines = [x for x in r.iter_lines() if x.startswith("data: ")]
+        assert any("logprobs broke" in x for x in lines)  # an SSE error event, not a cut-off stream
+        assert httpx.post(url, json={"prompt": "def ", "max_tokens": 3}, timeout=60).status_code == 200
+    finally:
+        s.close()
+    worker = Scheduler(completer, 2, 4)
+    future = worker.call(lambda: 1)
+    future.cancel()  # its caller went away
+    worker.stop()
+    worker.run_here()  # ends without tripping over the cancelled call
+    assert future.cancelled() and worker.health()["worker"] == "stopped"
 
 
 def test_the_hf_engine_runs_requests_one_by_one(tiny_run: Path, completer: Completer) -> None:

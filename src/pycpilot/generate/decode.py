@@ -80,6 +80,9 @@ class FastGPT2:
             if self.lib is not None and (self.wte.dtype != torch.float32 or cfg.activation_function not in ACTIVATIONS):
                 self.lib, self.native_note = None, f"{self.wte.dtype} weights, {cfg.activation_function}"
         fbgemm = int8 and self.lib is None
+        # fbgemm quantises a call's activations with one scale for all its rows: a row's result then depends
+        # on the rows beside it, so this path must not batch different requests (serve runs them one by one).
+        self.rows_independent = not fbgemm
         self.int8_activations = bool(int8 and self.lib is not None and self.lib.pyc_int8_activations())
         if fbgemm and ("quantized" not in dir(torch.ops) or not torch.backends.quantized.supported_engines):
             raise PycpilotError("--int8 needs torch's quantised CPU kernels (or a C compiler), which are missing")
@@ -139,8 +142,10 @@ class FastGPT2:
             x = x + layer["out"](self.act(layer["fc"](h)))
         return self.head(F.layer_norm(x, (d,), *self.ln_f, eps))
 
-    def new_cache(self, batch: int, length: int) -> KVCache:
-        return KVCache(self.n_layer, batch, self.n_head, length, self.head_dim, self.wte.dtype, self.wte.device)
+    def new_cache(self, batch: int, length: int, zero: bool = False) -> KVCache:
+        """`zero`: for step_rows, which reads each slot up to the longest row and masks the rest (a NaN left
+        in fresh memory would survive the mask: NaN times a zero weight)."""
+        return KVCache(self.n_layer, batch, self.n_head, length, self.head_dim, self.wte.dtype, self.wte.device, zero)
 
     @torch.inference_mode()
     def step(self, ids: torch.Tensor, start: int, cache: KVCache, every: bool = False) -> torch.Tensor:
@@ -186,14 +191,20 @@ class KVCache:
     """Keys and values of every layer, [batch, head, position, head_dim] each, allocated once per call."""
 
     def __init__(
-        self, layers: int, batch: int, heads: int, length: int, head_dim: int, dtype: torch.dtype, device: Any = "cpu"
+        self,
+        layers: int,
+        batch: int,
+        heads: int,
+        length: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: Any = "cpu",
+        zero: bool = False,
     ) -> None:
         self.native: NativeStep | None = None  # the C step bound to these tensors, made on first use
-        # Zeros, not empty: step_rows reads a slot up to the longest row's position and masks the rest, and a
-        # NaN left in fresh memory would survive the mask (NaN times zero weight).
-        shape = (batch, heads, length, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        shape, make = (batch, heads, length, head_dim), torch.zeros if zero else torch.empty
+        self.keys = [make(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.values = [make(shape, dtype=dtype, device=device) for _ in range(layers)]
 
     def row(self, index: int) -> KVCache:
         """A view of one batch row (the prompt is run once, into row 0)."""

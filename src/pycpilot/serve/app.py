@@ -36,6 +36,10 @@ OPEN_PATHS = {"/", "/playground.js", "/health"}  # no API key needed: the page a
 POLL_S = 0.05  # how often a waiting non-streaming request looks for its client having gone
 
 
+class WorkerError(Exception):
+    """Work handed to the model worker failed (or the server is stopping): a 500 naming it."""
+
+
 def error(status: int, message: str, param: str | None = None, code: str | None = None, **headers: str) -> Response:
     return JSONResponse(BadRequest(message, param, code, status).body(), status_code=status, headers=headers)
 
@@ -67,8 +71,12 @@ class Server:
         return job, cut
 
     async def in_worker(self, fn: Any, *args: Any) -> Any:
-        """`fn(*args)` in the model worker's thread, the only one that runs torch (see scheduler.py)."""
-        return await asyncio.wrap_future(self.scheduler.call(functools.partial(fn, *args)))
+        """`fn(*args)` in the model worker's thread, the only one that runs torch (see scheduler.py); its
+        failure comes back as WorkerError."""
+        try:
+            return await asyncio.wrap_future(self.scheduler.call(functools.partial(fn, *args)))
+        except Exception as e:
+            raise WorkerError(f"{type(e).__name__}: {e}") from None
 
     def submit(self, samplings: list[Sampling]) -> tuple[list[Job], list[int], asyncio.Queue] | Response:
         """Queue one job per prompt, all or none; or the error response (400 for a prompt that cannot fit
@@ -124,6 +132,10 @@ async def gather(
     while ended < len(jobs):
         try:
             index, kind, row, value = await asyncio.wait_for(events.get(), POLL_S)
+        except asyncio.CancelledError:  # the server is going down under us: the worker may stop these
+            for job in jobs:
+                job.cancelled.set()
+            raise
         except TimeoutError:
             if await request.is_disconnected():
                 for job in jobs:
@@ -170,6 +182,10 @@ def create_app(cfg: ServeConfig, completer: Completer, start_worker: bool = True
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> Response:
         return error(exc.status, exc.message, exc.param, exc.code)
+
+    @app.exception_handler(WorkerError)
+    async def worker_failed(request: Request, exc: WorkerError) -> Response:
+        return error(500, f"the model worker failed: {exc}", code="server_error")
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -359,11 +375,15 @@ async def _stream_openai(
             elif kind == "done":
                 lp = None
                 if s.logprobs is not None:
-                    lp = await server.in_worker(
-                        logprobs_object,
-                        server.completer, jobs[index].ids, _kept(server.completer, value), s.logprobs, False,
-                        jobs[index].stoppers[0].skip,
-                    )  # fmt: skip
+                    try:
+                        lp = await server.in_worker(
+                            logprobs_object,
+                            server.completer, jobs[index].ids, _kept(server.completer, value), s.logprobs, False,
+                            jobs[index].stoppers[0].skip,
+                        )  # fmt: skip
+                    except WorkerError as e:
+                        yield _sse({"error": {"message": str(e), "type": "server_error", "param": None, "code": None}})
+                        break
                 yield _sse({**head, "choices": [_chunk(index * n + row, "", value.finish_reason, lp)]})
             elif kind == "end":
                 ended += 1

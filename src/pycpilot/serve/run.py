@@ -66,15 +66,22 @@ def serve(cfg: ServeConfig) -> None:
 
     # HTTP in a thread, the model worker here: this thread loaded the model, and all torch work stays in one
     # thread (scheduler.py says why). Signals come to this thread; uvicorn then shuts down as it would.
+    failed: list[str] = []
+
     def http() -> None:
         try:
             server.run(sockets=[sock])
+        except BaseException as e:  # uvicorn exits with SystemExit when it cannot start (a lifespan error, ...)
+            failed.append(f"{type(e).__name__}: {e}")
         finally:
             scheduler.stop()  # however HTTP ended, the worker ends too
 
     def on_signal(signum: int, frame: object) -> None:
+        if server.force_exit:  # a third: now
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            raise KeyboardInterrupt
         if server.should_exit:
-            server.force_exit = True  # a second Ctrl-C: do not wait for open connections
+            server.force_exit = True  # a second: do not wait for open connections
         server.should_exit = True
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -83,3 +90,5 @@ def serve(cfg: ServeConfig) -> None:
     thread.start()
     scheduler.run_here()
     thread.join(timeout=30)
+    if failed or not server.started:
+        raise PycpilotError(f"the HTTP server stopped: {failed[0] if failed else 'it did not start'}")

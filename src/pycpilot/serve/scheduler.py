@@ -73,7 +73,7 @@ class Scheduler:
     def __init__(self, completer: Completer, max_batch: int, queue_size: int, prompt_cache: bool = True) -> None:
         self.completer = completer
         self.fast = completer.fast
-        self.batched = self.fast is not None
+        self.batched = self.fast is not None and self.fast.rows_independent
         self.max_batch = max_batch if self.batched else 1
         self.queue_size = queue_size
         self.pending: collections.deque[Job] = collections.deque()
@@ -92,7 +92,7 @@ class Scheduler:
         self.step: NativeStep | None = None  # the C step; None: the same step in torch ops (step_rows)
         if self.batched:
             assert self.fast is not None
-            self.cache = self.fast.new_cache(self.max_batch, completer.context)
+            self.cache = self.fast.new_cache(self.max_batch, completer.context, zero=self.fast.lib is None)
             if self.fast.lib is not None:
                 self.step = NativeStep(self.fast.lib, self.fast, self.cache, self.fast.threads)
 
@@ -141,11 +141,16 @@ class Scheduler:
     def run_here(self) -> None:
         """The worker in the calling thread, until `stop`."""
         self.thread = threading.current_thread()
-        self._run()
+        try:
+            self._run()
+        finally:
+            self.thread = None  # /health: stopped
 
     def stop(self) -> None:
         with self.cond:
             self.stopping = True
+            for job in [*self.pending, *self.active]:
+                job.cancelled.set()  # a job mid-generation (run alone) ends at its next token
             self.cond.notify_all()
         if self.thread is not None and self.own_thread and self.thread is not threading.current_thread():
             self.thread.join(timeout=10)
@@ -161,7 +166,8 @@ class Scheduler:
                     for job in [*self.pending, *self.active]:
                         job.emit("end", None, "the server is shutting down")
                     for _, future in self.calls:
-                        future.set_exception(RuntimeError("the server is shutting down"))
+                        if future.set_running_or_notify_cancel():  # one its caller gave up on stays cancelled
+                            future.set_exception(RuntimeError("the server is shutting down"))
                     return
                 calls, self.calls = list(self.calls), collections.deque()
                 admitted = self._admit()
@@ -247,7 +253,8 @@ class Scheduler:
         assert self.fast is not None
         first = job.slots[0]
         done = self._shared(first, job.ids)
-        self.cached[first] = []  # until the prompt is in
+        for slot in job.slots:
+            self.cached[slot] = []  # until the prompt is in every one of them
         logits = self.fast.step(torch.tensor([job.ids[done:]]), done, self.cache.row(first))
         self.stats["prompt_tokens"] += len(job.ids)
         self.stats["prompt_tokens_cached"] += done
