@@ -487,6 +487,16 @@ def test_the_hf_engine_runs_requests_one_by_one(tiny_run: Path, completer: Compl
         got = httpx.post(f"{s.base}/v1/completions", json={"prompt": PROMPT, "max_tokens": 10, "temperature": 0}).json()
         want = completer.complete(PROMPT, max_new_tokens=10, scope="file", heal=True).completions[0].text
         assert got["choices"][0]["text"] == want and _health(s)["max_batch"] == 1
+        body = {"prompt": PROMPT, "max_tokens": 10, "temperature": 0, "stream": True}
+        with httpx.stream("POST", f"{s.base}/v1/completions", json=body, timeout=60) as r:
+            pieces = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: ") and x != "data: [DONE]"]
+        texts = [p["choices"][0]["text"] for p in pieces if p["choices"]]
+        assert "".join(texts) == want and len([t for t in texts if t]) > 1  # streamed as generate goes
+        # A stop ends generate early, as in our loop: the same text and token count.
+        body = {"prompt": PROMPT, "max_tokens": 30, "temperature": 0, "stop": ["\n"]}
+        got = httpx.post(f"{s.base}/v1/completions", json=body).json()
+        want = completer.complete(PROMPT, max_new_tokens=30, scope="file", stop=["\n"], heal=True).completions[0]
+        assert got["choices"][0]["text"] == want.text and got["usage"]["completion_tokens"] == want.tokens
     finally:
         s.close()
 

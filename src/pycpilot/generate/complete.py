@@ -307,10 +307,7 @@ class Completer:
             finally:
                 if collecting:
                     gc.enable()
-        outs = self._hf(ids, n, max_new, temperature, top_p, top_k, seed, stoppers, deadline, cancelled, first)
-        if on_text is not None and outs[0].text:
-            on_text(outs[0].text)  # transformers' generate does not stream: all of it at the end
-        return outs
+        return self._hf(ids, n, max_new, temperature, top_p, top_k, seed, stoppers, deadline, cancelled, first, on_text)
 
     def finish_row(self, new: list[int], stopper: Stopper, length_done: bool) -> Completion | None:
         """The completion if row `new` is finished (EOS/special, a stop, or out of tokens), else None."""
@@ -394,8 +391,41 @@ class Completer:
         deadline: float | None = None,
         cancelled: Callable[[], bool] | None = None,
         first: torch.Tensor | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> list[Completion]:
         from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+        from transformers.generation.streamers import BaseStreamer
+
+        sampling = temperature > 0
+        single = n == 1 or not sampling  # generate's streamer and our stop check take one row
+        row: list[int] = []
+        shown = 0
+        completer = self
+
+        class Stream(BaseStreamer):
+            """The new tokens as generate makes them: streamed text, and the row that Stops looks at."""
+
+            def __init__(self) -> None:
+                self.prompt_seen = False
+
+            def put(self, value: torch.Tensor) -> None:
+                nonlocal shown
+                if not self.prompt_seen:  # generate hands over the prompt first
+                    self.prompt_seen = True
+                    return
+                row.extend(value.reshape(-1).tolist())
+                if on_text is not None:
+                    shown = completer.stream_row(row, None, stoppers[0], shown, on_text)
+
+            def end(self) -> None:
+                pass
+
+        class Stops(StoppingCriteria):
+            """A stop string or the scope's end ends generation as the fast loop does, not at max_new."""
+
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+                ended = bool(row) and completer.finish_row(row, stoppers[0], False) is not None
+                return torch.full((input_ids.shape[0],), ended, dtype=torch.bool, device=input_ids.device)
 
         class FirstToken(LogitsProcessor):
             def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -409,8 +439,8 @@ class Completer:
                 return torch.full((input_ids.shape[0],), late, dtype=torch.bool, device=input_ids.device)
 
         torch.manual_seed(seed)
-        sampling = temperature > 0
         extra: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "top_k": top_k} if sampling else {}
+        criteria = [OutOfTime(), *([Stops()] if single else [])]
         with torch.inference_mode():
             out = self.model.generate(
                 torch.tensor([ids], device=self.device),
@@ -420,8 +450,9 @@ class Completer:
                 num_return_sequences=n if sampling else 1,  # greedy rows are all the same: generate cannot repeat one
                 pad_token_id=self.tokenizer.eos_token_id,
                 eos_token_id=sorted(self.stop_ids),
-                stopping_criteria=StoppingCriteriaList([OutOfTime()]),
+                stopping_criteria=StoppingCriteriaList(criteria),
                 logits_processor=LogitsProcessorList([FirstToken()]),
+                streamer=Stream() if single else None,
                 **extra,
             )
         out = out.expand(n, -1)
@@ -436,6 +467,8 @@ class Completer:
                     done = found
                     break
             results.append(done)
+        if on_text is not None:
+            self.stream_row(results[0].ids, results[0], stoppers[0], shown, on_text)  # the rest, as decided
         return results
 
 
