@@ -85,3 +85,22 @@ def tiny_run(tmp_path_factory) -> Path:
     config = dict(n_layer=2, n_head=2, n_embd=64, batch_size=8, lr=1e-2, warmup_steps=5, precision="fp32")
     train(TrainConfig(packed=packed, out=out, max_steps=40, save_every=20, eval_every=1000, quiet=True, **config))
     return out
+
+
+@pytest.fixture(scope="session")
+def train_pack(tmp_path_factory) -> Path:
+    """A small corpus packed in blocks of 32 with a 320-token vocabulary (only read by the tests that use it)."""
+    from pycpilot.data import build_dataset
+    from pycpilot.pack import PackConfig, pack_dataset
+    from pycpilot.tokenizer import TokenizerConfig, train_tokenizer
+
+    root = tmp_path_factory.mktemp("tcorpus")
+    for r in range(4):
+        (root / f"repo{r}" / ".git").mkdir(parents=True)
+        for f in range(6):
+            write(root / f"repo{r}" / f"m{f}.py", good_code(f"t{r}x{f}", extra=f))
+    data, tok, out = root.parent / "tdata", root.parent / "ttok", root.parent / "tpacked"
+    build_dataset(DataConfig(out=data, sources=[str(root)], num_proc=1, quiet=True, valid_fraction=0.25))
+    train_tokenizer(TokenizerConfig(data=data, out=tok, vocab_size=320, quiet=True, compare="none"))
+    pack_dataset(PackConfig(data=data, tokenizer=tok, out=out, context_length=32, quiet=True))
+    return out

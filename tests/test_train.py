@@ -17,33 +17,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from pycpilot.data import DataConfig, build_dataset
 from pycpilot.errors import PycpilotError
-from pycpilot.pack import PackConfig, pack_dataset
-from pycpilot.tokenizer import TokenizerConfig, train_tokenizer
 from pycpilot.train import TrainConfig, train
 from pycpilot.train.checkpoint import sealed_checkpoints
 from pycpilot.train.config import load_recipe, parse_duration
 from pycpilot.train.metrics import read_metrics
-from pycpilot.train.optim import lr_factor, param_groups
+from pycpilot.train.optim import lr_factor, param_groups, steps_progress
 
-from conftest import good_code, write
+from conftest import write
 
 TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--n-positions", "32", "--batch-size", "2"]
 
 
-@pytest.fixture(scope="module")
-def packed(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tcorpus")
-    for r in range(4):
-        (root / f"repo{r}" / ".git").mkdir(parents=True)
-        for f in range(6):
-            write(root / f"repo{r}" / f"m{f}.py", good_code(f"t{r}x{f}", extra=f))
-    data, tok, out = root.parent / "tdata", root.parent / "ttok", root.parent / "tpacked"
-    build_dataset(DataConfig(out=data, sources=[str(root)], num_proc=1, quiet=True, valid_fraction=0.25))
-    train_tokenizer(TokenizerConfig(data=data, out=tok, vocab_size=320, quiet=True, compare="none"))
-    pack_dataset(PackConfig(data=data, tokenizer=tok, out=out, context_length=32, quiet=True))
-    return out
+@pytest.fixture
+def packed(train_pack: Path) -> Path:
+    return train_pack
 
 
 def _cli(*args: str) -> list[str]:
@@ -76,7 +64,7 @@ def test_weight_decay_only_on_matrices() -> None:
 
 
 def test_schedule_warms_up_decays_and_holds_its_floor() -> None:
-    f = [lr_factor(s, warmup=10, total=100, min_ratio=0.1) for s in range(300)]
+    f = [lr_factor(steps_progress(s, 10, 100), s, warmup=10, min_ratio=0.1) for s in range(300)]
     assert f[0] < f[5] < f[9] <= 1.0
     assert max(f) == pytest.approx(1.0, abs=1e-3)
     assert all(a >= b for a, b in itertools.pairwise(f[10:101]))  # never climbs while decaying

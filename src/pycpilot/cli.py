@@ -47,7 +47,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=None,
         metavar="SRC",
-        help="repeatable: 'stdlib' (this interpreter's standard library; the default), a folder of "
+        help="repeatable: 'stdlib' (this interpreter's standard library; the default), 'site-packages' "
+        "(the packages installed here, one repository each, licence from their metadata; PYCPilot left out) "
+        "or site-packages:PATH (those of another site-packages folder or virtualenv), a folder of "
         "code/repositories, a datasets save_to_disk folder, a .parquet or .jsonl(.gz) file, or "
         "hf:NAME[@SPLIT] to load_dataset(NAME) from the hub (streaming)",
     )
@@ -317,8 +319,24 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--n-positions", type=int, help="position embeddings (preset's context, at least the block)")
     m.add_argument("--dropout", type=float, help="dropout everywhere (preset)")
     o = p.add_argument_group("optimiser and schedule")
-    o.add_argument("--lr", type=float, help="peak learning rate (preset)")
-    o.add_argument("--min-lr-ratio", type=float, help="the cosine ends, and stays, at lr x this (preset)")
+    o.add_argument(
+        "--optimizer",
+        choices=["adamw", "muon"],
+        help="adamw, or muon: Muon for the blocks' weight matrices and AdamW for the rest (preset)",
+    )
+    o.add_argument(
+        "--lr", type=float, help="AdamW's peak learning rate (with muon: embeddings, norms, biases) (preset)"
+    )
+    o.add_argument("--muon-lr", type=float, help="Muon's peak learning rate for the blocks' matrices (preset)")
+    o.add_argument("--muon-weight-decay", type=float, help="Muon's decoupled weight decay (0)")
+    o.add_argument("--schedule", choices=["cosine", "wsd"], help="cosine, or wsd: warmup, stable, decay (preset)")
+    o.add_argument("--decay", type=float, help="wsd: the last share of the run, spent decaying (preset)")
+    o.add_argument(
+        "--zero-init",
+        action=argparse.BooleanOptionalAction,
+        help="start the blocks' output projections at zero (preset)",
+    )
+    o.add_argument("--min-lr-ratio", type=float, help="the schedule ends, and stays, at lr x this (preset)")
     o.add_argument("--warmup-steps", type=int, help="linear warmup steps (preset)")
     o.add_argument("--weight-decay", type=float, help="AdamW decay on weight matrices only (preset)")
     o.add_argument("--beta1", type=float, help="AdamW beta1 (0.9)")

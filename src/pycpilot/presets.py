@@ -31,6 +31,11 @@ class Preset:
     beta2: float
     min_lr_ratio: float
     seq_warmup: float = 0.0
+    optimizer: str = "adamw"  # adamw, or muon for the blocks' weight matrices (AdamW for the rest)
+    muon_lr: float = 0.02
+    schedule: str = "cosine"  # cosine, or wsd: warmup-stable-decay
+    decay: float = 0.2  # wsd: the share of the run spent decaying
+    zero_init: bool = False  # start every block's output projections (attn.c_proj, mlp.c_proj) at zero
 
 
 # tiny was tuned by 150 s runs on the stdlib (valid bits per byte): 4 x 256 -> 2.02, 4 x 192 -> 2.00, 4 x 128

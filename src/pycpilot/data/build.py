@@ -142,7 +142,7 @@ class Builder:
         total: int | None = 0
         for stats in self.sources:
             found = iter_source(stats.spec, self.cfg.include_vendored)
-            if stats.kind in ("stdlib", "folder", "file"):
+            if stats.kind in ("stdlib", "site-packages", "folder", "file"):
                 found = list(found)
                 total = None if total is None else total + sum(isinstance(x, Item) for x in found)
             else:

@@ -70,7 +70,12 @@ class DataConfig:
         self.licenses = [lic.lower() for lic in self.licenses]
         seen: dict[str, str] = {}
         for spec in self.sources:
-            key = spec if spec == "stdlib" or spec.startswith("hf:") else str(Path(spec).resolve())
+            if spec == "stdlib" or spec.startswith("hf:") or spec == "site-packages":
+                key = spec
+            elif spec.startswith("site-packages:"):
+                key = "site-packages:" + str(Path(spec[len("site-packages:") :]).expanduser().resolve())
+            else:
+                key = str(Path(spec).resolve())
             if key in seen:
                 raise PycpilotError(f"source {spec} is given twice (also as {seen[key]}): its files would count twice")
             seen[key] = spec

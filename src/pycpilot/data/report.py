@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 # Reasons in the order the pipeline applies them: the filter table lists them this way.
 REASONS = [
+    "pycpilot itself",
+    "no file list",
     "unreadable",
     "symlink loop",
     "binary (NUL bytes)",

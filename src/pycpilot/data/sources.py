@@ -1,4 +1,4 @@
-"""Where code comes from: the stdlib, folders of repositories, datasets on disk and on the hub.
+"""Where code comes from: the stdlib, installed packages, folders of repositories, datasets on disk and on the hub.
 
 Every source yields `Item`s (one file, read later by a worker) or `Skip`s (found bad while walking).
 """
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pycpilot.data import installed
 from pycpilot.errors import PycpilotError
 
 # Folders that never hold code worth training on.
@@ -62,6 +63,8 @@ def source_path(spec: str) -> Path | None:
     """The local folder or file a source reads, if any (outputs must never replace it)."""
     if spec == "stdlib":
         return Path(sysconfig.get_path("stdlib"))
+    if installed.is_spec(spec):
+        return installed.root_of(spec)
     if spec.startswith("hf:"):
         local = Path(spec[3:].partition("@")[0])
         return local if spec[3:] and local.exists() else None
@@ -72,6 +75,9 @@ def describe_source(spec: str) -> str:
     """The kind of a source spec, as reported in the manifest; raises on a source that cannot be used."""
     if spec == "stdlib":
         return "stdlib"
+    if installed.is_spec(spec):
+        installed.search_path(spec)  # raises on a missing PATH in site-packages:PATH
+        return "site-packages"
     if spec.startswith("hf:"):
         if not spec[3:].strip():
             raise PycpilotError("source 'hf:' needs a dataset name, e.g. hf:huggingface-course/codeparrot-ds-train")
@@ -116,6 +122,8 @@ def iter_source(spec: str, include_vendored: bool = False) -> Iterator[Item | Sk
     kind = describe_source(spec)
     if kind == "stdlib":
         yield from _iter_stdlib()
+    elif kind == "site-packages":
+        yield from installed.iter_installed(spec, installed.search_path(spec))
     elif kind == "folder":
         yield from _iter_folder(spec, Path(spec), include_vendored)
     elif kind == "file":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pycpilot import __version__
+from pycpilot.errors import PycpilotError
 
 # Settings that change how a stage runs, not what it writes.
 NOT_OUTPUT = {"out", "overwrite", "quiet", "resume", "num_proc", "threads", "log_every"}
@@ -22,10 +23,18 @@ NOT_OUTPUT = {"out", "overwrite", "quiet", "resume", "num_proc", "threads", "log
 
 def source_signature(sources: list[str]) -> list[str]:
     """What the data stage reads, cheaply: for a folder, every file's path, size and modification time."""
+    from pycpilot.data import installed  # imported here: it loads the data stage
+
     signature = []
     for spec in sources:
         if spec == "stdlib":
             signature.append(f"stdlib {sys.version.split()[0]} {sysconfig.get_paths()['stdlib']}")
+            continue
+        if installed.is_spec(spec):  # what is installed: each distribution's name, version and place
+            try:
+                signature.append(installed.signature(spec))
+            except PycpilotError:
+                signature.append(spec)  # a missing PATH: the data stage says so
             continue
         path = Path(spec)
         if not path.exists():

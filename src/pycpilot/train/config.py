@@ -10,6 +10,9 @@ from typing import Any
 
 from pycpilot.errors import PycpilotError
 from pycpilot.presets import Preset, get_preset
+from pycpilot.train.optim import OPTIMIZERS, SCHEDULES
+
+DEFAULT_PRESET = "tiny"
 
 
 @dataclass
@@ -19,7 +22,7 @@ class TrainConfig:
     packed: Path
     out: Path
     tokenizer: Path | None = None  # default: the one the pack manifest names
-    preset: str = "tiny"
+    preset: str | None = None  # None: tiny's settings, and with --max-time alone a model sized to the budget
     # Model.
     n_layer: int | None = None
     n_head: int | None = None
@@ -27,7 +30,13 @@ class TrainConfig:
     n_positions: int | None = None  # default: the preset's context length, at least the block length
     dropout: float | None = None
     # Optimiser and schedule.
-    lr: float | None = None
+    optimizer: str | None = None  # adamw | muon
+    lr: float | None = None  # AdamW's (with muon: embeddings, norms, biases)
+    muon_lr: float | None = None  # muon: the blocks' weight matrices
+    muon_weight_decay: float = 0.0
+    schedule: str | None = None  # cosine | wsd
+    decay: float | None = None  # wsd: share of the run spent decaying
+    zero_init: bool | None = None
     min_lr_ratio: float | None = None  # the cosine ends, and stays, at lr * min_lr_ratio
     warmup_steps: int | None = None
     weight_decay: float | None = None
@@ -62,7 +71,16 @@ class TrainConfig:
     quiet: bool = False
 
     def preset_values(self) -> Preset:
-        return get_preset(self.preset)
+        return get_preset(self.preset or DEFAULT_PRESET)
+
+    @property
+    def preset_name(self) -> str:
+        return self.preset or DEFAULT_PRESET
+
+    def auto_size(self) -> bool:
+        """A time budget and nothing that fixes the model: the model is sized to the budget (train/sizing.py)."""
+        fixed = (self.preset, self.n_layer, self.n_head, self.n_embd, self.max_steps, self.epochs)
+        return self.max_time is not None and all(v is None for v in fixed)
 
     def resolved(self, name: str) -> Any:
         value = getattr(self, name)
@@ -74,6 +92,11 @@ class TrainConfig:
     def validate(self) -> None:
         checks = [
             (self.resolved("lr") > 0, "--lr must be positive"),
+            (self.resolved("optimizer") in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.resolved("muon_lr") > 0, "--muon-lr must be positive"),
+            (self.muon_weight_decay >= 0, "--muon-weight-decay must be >= 0"),
+            (self.resolved("schedule") in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
+            (0 < self.resolved("decay") <= 1, "--decay must be in (0, 1]"),
             (0 <= self.resolved("min_lr_ratio") <= 1, "--min-lr-ratio must be in [0, 1]"),
             (self.resolved("warmup_steps") >= 0, "--warmup-steps must be >= 0"),
             (0 <= self.resolved("dropout") < 1, "--dropout must be in [0, 1)"),

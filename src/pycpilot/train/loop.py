@@ -26,6 +26,7 @@ from pycpilot.pack.reader import PackedDataset, read_pack_manifest
 from pycpilot.tokenizer.load import load_tokenizer, tokenizer_hash
 from pycpilot.train import checkpoint as ckpt
 from pycpilot.train import sharding
+from pycpilot.train.budget import size_to_budget
 from pycpilot.train.config import TrainConfig
 from pycpilot.train.loss import FusedLossLM, default_chunk
 from pycpilot.train.metrics import MetricsLog, plot_losses
@@ -36,7 +37,7 @@ from pycpilot.train.model import (
     estimate_memory,
     gpt2_config,
 )
-from pycpilot.train.optim import lr_factor, lr_factor_by_time, make_optimizer
+from pycpilot.train.optim import OptimizerSet, lr_factor, make_optimizer, steps_progress
 from pycpilot.train.order import BatchOrder, Position
 from pycpilot.train.runtime import (
     Runtime,
@@ -157,6 +158,11 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     rt.dtype = compute_dtype(cfg.precision, rt.device)
     rt.malloc_tuned = keep_freed_memory()
     block = int(pack["context_length"])
+    log = (lambda *a: None) if (cfg.quiet or not rt.main) else (lambda *a: print(*a, flush=True))
+    sizing = None
+    if cfg.auto_size():
+        cfg, sizing = size_to_budget(cfg, out, tokenizer, block, rt)
+        log(f"train: sized for {cfg.max_time}: {sizing['line']}")
     model_config = gpt2_config(cfg, tokenizer, block)
     batch, accum = cfg.resolved("batch_size"), cfg.grad_accum
     order = BatchOrder(len(train_ds), batch, accum, rt.world, rt.rank, cfg.seed)
@@ -172,7 +178,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
         and not cfg.grad_checkpointing
         and attention_saved_gib(model_config, batch, block) > 1.0
     )
-    fsdp = use_fsdp(cfg.fsdp, cfg.preset, rt)
+    fsdp = use_fsdp(cfg.fsdp, cfg.preset_name, rt)
     keeps_scores = rt.device.type == "cpu" and model_config.attn_pdrop > 0 and not recompute  # SDPA's math kernel
     estimate = estimate_memory(
         model_config, batch, block, chunk, cfg.grad_checkpointing, not keeps_scores, 2 if rt.dtype else 4,
@@ -183,16 +189,15 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
         free /= rt.local_world  # the processes of one machine share its memory
     if cfg.memory_check and free is not None and estimate.total_gib > 0.9 * free:
         raise PycpilotError(
-            f"preset {cfg.preset} at batch {batch} x {block} needs about {estimate.total_gib:.1f} GiB "
+            f"preset {cfg.preset_name} at batch {batch} x {block} needs about {estimate.total_gib:.1f} GiB "
             f"({estimate.params / 1e6:.0f}M parameters) but {free:.1f} GiB is free: lower --batch-size "
             f"(and raise --grad-accum) or add --grad-checkpointing (--no-memory-check skips this estimate)"
         )
     _prepare_out(cfg, out, rt)
-    log = (lambda *a: None) if (cfg.quiet or not rt.main) else (lambda *a: print(*a, flush=True))
 
     # Model, optimiser, budget.
     torch.manual_seed(cfg.seed)
-    model = build_model(model_config, cfg.grad_checkpointing, recompute).to(rt.device)
+    model = build_model(model_config, cfg.grad_checkpointing, recompute, cfg.resolved("zero_init")).to(rt.device)
     model_config = model.config  # the model's own copy, which knows its attention
     params = sum(p.numel() for p in model.parameters())
     rt.sharding = "fsdp" if fsdp else ("ddp" if rt.world > 1 else "none")
@@ -205,9 +210,20 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     if cfg.compile:
         step_fn = torch.compile(step_fn)
     peak_lr = cfg.resolved("lr")
+    optimizer_name = cfg.resolved("optimizer")
+    if optimizer_name == "muon" and fsdp:
+        raise PycpilotError("--optimizer muon needs whole weight matrices: use --fsdp off (DDP) or --optimizer adamw")
     optimizer = make_optimizer(
-        model, peak_lr, cfg.resolved("weight_decay"), (cfg.beta1, cfg.resolved("beta2")), rt.device
+        model,
+        name=optimizer_name,
+        lr=peak_lr,
+        weight_decay=cfg.resolved("weight_decay"),
+        betas=(cfg.beta1, cfg.resolved("beta2")),
+        device=rt.device,
+        muon_lr=cfg.resolved("muon_lr"),
+        muon_weight_decay=cfg.muon_weight_decay,
     )
+    schedule, decay = cfg.resolved("schedule"), cfg.resolved("decay")
     scaler = grad_scaler(rt.device, rt.dtype)
     budget = cfg.budget_seconds()
     epochs = (
@@ -220,7 +236,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
 
     state = _State() if saved is None else _resume_state(saved, lossy, optimizer, scaler)
     if rt.main:
-        _write_manifest(out, cfg, pack, model_config, params, rt, status="running", extra={})
+        _write_manifest(out, cfg, pack, model_config, params, rt, status="running", extra={}, sizing=sizing)
     metrics = MetricsLog(out, enabled=rt.main, resume_step=None if saved is None else state.step)
     preset_positions = cfg.preset_values().context_length
     grown = cfg.n_positions is None and model_config.n_positions > preset_positions
@@ -268,12 +284,10 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
                 stopped_by = "interrupt"
                 break
             # The schedule runs on steps, or on the clock when only a time budget is set.
-            if total_steps:
-                lr = peak_lr * lr_factor(state.step, warmup, total_steps, min_ratio)
-            else:
-                lr = peak_lr * lr_factor_by_time(state.step, warmup, elapsed / budget, min_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            progress = steps_progress(state.step, warmup, total_steps) if total_steps else elapsed / budget
+            factor = lr_factor(progress, state.step, warmup, min_ratio, schedule, decay)
+            optimizer.set_lr(factor)
+            lr = peak_lr * factor
 
             micro = order.micro_batches(state.position)
             frac = state.step / total_steps if total_steps else elapsed / budget
@@ -295,16 +309,15 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
                     f"(try a lower --lr or --grad-clip)"
                 )
             if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
+                optimizer.unscale_(scaler)
                 norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
                 if not math.isfinite(norm) and not scaler.is_enabled():  # fp16's scaler skips such steps itself
                     raise PycpilotError(
                         f"the gradients became {norm} at step {state.step + 1} (the loss was {value:.4f}): "
                         f"stopped before they reach the weights; {_last_good(out)} (try a lower --lr)"
                     )
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.step(scaler)
+            optimizer.zero_grad()
             state.step += 1
             state.position = order.advance(state.position)
             state.tokens += tokens_per_step
@@ -344,8 +357,8 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
         _save(out, state, lossy, fsdp, tokenizer, optimizer, scaler, cfg, rt, run_key, train_seconds)
         metrics.close()
         if rt.main:
-            plot_losses(out / "metrics.jsonl", out / "loss.png", f"{cfg.preset}: interrupted at step {state.step}")
-            _write_manifest(out, cfg, pack, model_config, params, rt, status="interrupted", extra={
+            plot_losses(out / "metrics.jsonl", out / "loss.png", f"{cfg.preset_name}: interrupted at step {state.step}")
+            _write_manifest(out, cfg, pack, model_config, params, rt, status="interrupted", sizing=sizing, extra={
                 "stopped_by": "interrupt", "steps": state.step, "tokens": state.tokens,
                 "train_seconds": round(state.elapsed + train_seconds, 2),
             })  # fmt: skip
@@ -375,9 +388,11 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
         plot_losses(
             out / "metrics.jsonl",
             out / "loss.png",
-            f"{cfg.preset}: {model_config.n_layer}x{model_config.n_embd}, valid bpb {summary['valid_bpb']:.3f}",
+            f"{cfg.preset_name}: {model_config.n_layer}x{model_config.n_embd}, valid bpb {summary['valid_bpb']:.3f}",
         )
-        manifest = _write_manifest(out, cfg, pack, model_config, params, rt, status="done", extra=summary)
+        manifest = _write_manifest(
+            out, cfg, pack, model_config, params, rt, status="done", extra=summary, sizing=sizing
+        )
     else:
         manifest = {}
     rt.barrier()
@@ -423,7 +438,7 @@ def _save(
     lossy: FusedLossLM,
     fsdp: bool,
     tokenizer: Any,
-    optimizer: Any,
+    optimizer: OptimizerSet,
     scaler: Any,
     cfg: TrainConfig,
     rt: Runtime,
@@ -503,7 +518,7 @@ def _check_same_run(saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
         )
 
 
-def _resume_state(saved: dict[str, Any], lossy: FusedLossLM, optimizer: Any, scaler: Any) -> _State:
+def _resume_state(saved: dict[str, Any], lossy: FusedLossLM, optimizer: OptimizerSet, scaler: Any) -> _State:
     try:
         sharding.load_optimizer_state(lossy, optimizer, saved["optimizer"])
         if saved.get("scaler") and scaler.is_enabled():
@@ -538,6 +553,7 @@ def _write_manifest(
     rt: Runtime,
     status: str,
     extra: dict,
+    sizing: dict | None = None,
 ) -> dict:
     config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
     manifest = base_manifest("train", config)
@@ -567,6 +583,7 @@ def _write_manifest(
             "checkpoints": [p.name for p in ckpt.sealed_checkpoints(out / "checkpoints")],
             "result": extra,
         }
+        | ({"sizing": sizing} if sizing else {})
     )
     write_json_atomic(out / MANIFEST, manifest)
     return manifest

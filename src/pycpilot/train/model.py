@@ -67,7 +67,13 @@ def attention_saved_gib(config: Any, batch: int, block: int) -> float:
     return config.n_layer * batch * config.n_head * block * block * 7 / GIB
 
 
-def build_model(config: Any, grad_checkpointing: bool, recompute_attention: bool = False) -> Any:
+def build_model(
+    config: Any, grad_checkpointing: bool, recompute_attention: bool = False, zero_init: bool = False
+) -> Any:
+    """`zero_init`: every block starts as the identity (its attention and MLP output projections at zero), so
+    early updates are not fighting random residual writes; the projections' gradients are not zero, so they
+    leave zero at the first step."""
+    import torch
     from transformers import AttentionInterface, GPT2LMHeadModel
 
     attention = "sdpa"
@@ -75,6 +81,11 @@ def build_model(config: Any, grad_checkpointing: bool, recompute_attention: bool
         AttentionInterface.register(RECOMPUTED_SDPA, _recomputed_sdpa)
         attention = RECOMPUTED_SDPA
     model = GPT2LMHeadModel._from_config(config, attn_implementation=attention)
+    if zero_init:
+        with torch.no_grad():
+            for block in model.transformer.h:
+                block.attn.c_proj.weight.zero_()
+                block.mlp.c_proj.weight.zero_()
     if grad_checkpointing:
         # transformers 5 renamed it (the old name warns that it goes in v6)
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable

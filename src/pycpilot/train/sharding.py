@@ -19,6 +19,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from pycpilot.train.optim import OptimizerSet
 from pycpilot.train.runtime import Runtime
 
 PREFIX = "model."  # FusedLossLM holds the GPT2LMHeadModel as `model`
@@ -74,11 +75,12 @@ def full_model_state(lossy: torch.nn.Module, fsdp: bool) -> dict[str, torch.Tens
     return state
 
 
-def full_optimizer_state(lossy: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """AdamW's state keyed by parameter names, unsharded (every rank calls it; rank 0 writes it)."""
-    return get_optimizer_state_dict(lossy, optimizer, options=_FULL)
+def full_optimizer_state(lossy: torch.nn.Module, optimizer: OptimizerSet) -> dict[str, Any]:
+    """The optimisers' state keyed by parameter names, unsharded (every rank calls it; rank 0 writes it)."""
+    return get_optimizer_state_dict(lossy, optimizer.optimizers, options=_FULL)
 
 
-def load_optimizer_state(lossy: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+def load_optimizer_state(lossy: torch.nn.Module, optimizer: OptimizerSet, state: dict[str, Any]) -> None:
     """The inverse: every rank passes the full state and keeps its own shard."""
-    set_optimizer_state_dict(lossy, optimizer, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))
+    options = StateDictOptions(full_state_dict=True)
+    set_optimizer_state_dict(lossy, optimizer.optimizers, optim_state_dict=state, options=options)
