@@ -161,6 +161,7 @@ class Run:
     valid_bpb: float | None = None
     train_s: float | None = None
     compute: str = "fp32"  # ours: the precision and attention the run used, from its manifest
+    shape: str = ""  # ours: layers x width, from its manifest
 
 
 def launch(args: list[str]) -> tuple[float, float]:
@@ -232,6 +233,7 @@ def run_ours(root: Path, label: str, packed: Path, skip: int, options: list[str]
         last_loss=train[-1]["loss"],
         valid_bpb=result["valid_bpb"],
         train_s=result["train_seconds"],
+        shape=f"{manifest['model']['n_layer']}x{manifest['model']['n_embd']}",
     )
 
 

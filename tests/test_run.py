@@ -52,6 +52,10 @@ def test_a_run_end_to_end_then_skips_then_redoes_what_changed(corpus: Path, tmp_
     assert [s["status"] for s in manifest["stages"].values()] == ["done"] * 5
     assert sum("running (not run yet)" in line for line in lines) == 5
     assert "valid" in manifest["stages"]["train"]["summary"] and "HumanEval" in manifest["stages"]["eval"]["summary"]
+    bought = next(line for line in lines if "of training bought GPT-2 2x64" in line)  # the last lines: usefulness
+    assert "bits per byte; line completion" in bought and "% exact" in bought and "HumanEval pass@1" in bought
+    page = (out / "report.html").read_text()
+    assert "What the budget bought" in page and "30 steps" in page
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk["stage"] == "run" and on_disk["stages"]["train"]["fingerprint"]
     from pycpilot.generate import Completer
@@ -217,3 +221,20 @@ def test_run_serve_starts_the_server_on_the_finished_model(corpus: Path, tmp_pat
         proc.terminate()
         out_text, _ = proc.communicate(timeout=30)
     assert out_text.count("unchanged, skipped") == 5  # the same settings: nothing was redone before serving
+
+
+def test_a_budget_alone_sizes_the_model_and_the_report_says_how(corpus: Path, tmp_path: Path) -> None:
+    """`--train.max-time` with the default preset (auto): the model is sized to the budget, said in the
+    train stage's figures, the model manifest and the report."""
+    out = tmp_path / "sized"
+    cfg = _cfg(corpus, out, eval={"humaneval_limit": 0, "lines": 3})
+    cfg.settings["train"] = {"max_time": "3s", "eval_blocks": 2}
+    assert cfg.preset == "auto"
+    manifest = run(cfg, say=lambda line: None)
+    figures = manifest["stages"]["train"]["figures"]
+    model = json.loads((out / "model" / "manifest.json").read_text())
+    assert model["sizing"]["line"] == figures["sizing"] and figures["budget"] == "3s"
+    assert figures["model"] == f"{model['model']['n_layer']}x{model['model']['n_embd']}"
+    assert model["config"]["preset"] is None and model["sizing"]["measured"]
+    page = (out / "report.html").read_text()
+    assert "Sized to the budget" in page and ">3s</td>" in page

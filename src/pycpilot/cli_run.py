@@ -31,7 +31,12 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         "--eval.humaneval-limit 164) or in a --recipe file.",
     )
     p.add_argument("--source", dest="sources", action="append", help="data source, repeatable (default: stdlib)")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "medium", "large"], help="(tiny)")
+    p.add_argument(
+        "--preset",
+        default="auto",
+        choices=["auto", "tiny", "small", "medium", "large"],
+        help="auto (default): the tiny preset's tokenizer, pack and recipe, with the model sized to --train.max-time",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="the run folder (runs/demo)")
     p.add_argument("--recipe", type=Path, help="YAML/JSON file: {stage: {option: value}}; options given here win")
     p.add_argument("--serve", action="store_true", help="start `pycpilot serve` on the model at the end")

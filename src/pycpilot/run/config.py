@@ -50,11 +50,22 @@ class EvalPlan:
 class RunConfig:
     out: Path = Path("runs/demo")
     sources: list[str] = field(default_factory=lambda: ["stdlib"])
-    preset: str = "tiny"
+    # auto: the tiny preset's tokenizer, pack and recipe, and a model sized to the training budget
+    preset: str = "auto"
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> option -> value
     serve: bool = False  # start `pycpilot serve` on the model at the end
     port: int = 8000
     quiet: bool = False
+
+    @property
+    def data_preset(self) -> str:
+        """The preset the tokenizer and pack stages take their vocabulary and context from."""
+        return "tiny" if self.preset == "auto" else self.preset
+
+    @property
+    def train_preset(self) -> str | None:
+        """None lets `--train.max-time` alone size the model (train/sizing.py)."""
+        return None if self.preset == "auto" else self.preset
 
     def stage(self, name: str) -> dict[str, Any]:
         return dict(self.settings.get(name, {}))

@@ -95,6 +95,9 @@ def run(cfg: RunConfig, say: Callable[[str], None] = _say) -> dict[str, Any]:
     total = time.perf_counter() - start
     manifest["last_seconds"] = round(total, 2)
     write_json_atomic(out / MANIFEST, manifest)
+    bought = _bought(manifest["stages"])
+    if bought:
+        say(f"run: {bought}")
     say(f"run: finished in {_clock(total)}; report: {out / 'report.html'}")
     say(f"run: complete with `pycpilot complete --model {cfg.out}/model 'def fibonacci(n):'`, "
         f"serve with `pycpilot serve --model {cfg.out}/model`")  # fmt: skip
@@ -107,3 +110,21 @@ def run(cfg: RunConfig, say: Callable[[str], None] = _say) -> dict[str, Any]:
 
 def _clock(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 90 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
+
+
+def _bought(stages: dict[str, Any]) -> str:
+    """One line: the budget, the model it bought, and how useful that model is."""
+    train = stages.get("train", {}).get("figures") or {}
+    if "valid_bpb" not in train:
+        return ""
+    ev = stages.get("eval", {}).get("figures") or {}
+    spent = train.get("budget") or f"{train.get('steps', 0):,} steps"
+    model = train.get("model", "?")
+    parts = [f"{spent} of training bought GPT-2 {model}: valid {train['valid_bpb']:.3f} bits per byte"]
+    if "lines" in ev:
+        lines = ev["lines"]
+        exact, similar = lines["exact_match"], lines["edit_similarity"]
+        parts.append(f"line completion {exact:.1f}% exact, edit similarity {similar:.1f}")
+    if "humaneval" in ev:
+        parts.append(f"HumanEval pass@1 {ev['humaneval']['pass@1']:.2f}%")
+    return "; ".join(parts)

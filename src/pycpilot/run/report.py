@@ -91,7 +91,33 @@ def _training(model_dir: Path, train: dict[str, Any]) -> str:
         parts.append(f"<p>GPT-2 with {model.get('n_layer')} layers x {model.get('n_embd')}, "
                      f"{model.get('parameters', 0):,} parameters, on {train.get('compute', {}).get('device')} "
                      f"({train.get('compute', {}).get('dtype')}).</p>")  # fmt: skip
+        sizing = train.get("sizing", {})
+        if sizing.get("line"):
+            parts.append(f"<p>Sized to the budget: {_e(sizing['line'])}.</p>")
     return "".join(parts) or "<p class=muted>no training output</p>"
+
+
+def _headline(out: Path) -> str:
+    """What the budget bought, in one table: the figures a user compares between runs."""
+    train = _read(out / "model" / MANIFEST)
+    result, model = train.get("result", {}), train.get("model", {})
+    if not result:
+        return "<p class=muted>no trained model yet</p>"
+    budget = train.get("config", {}).get("max_time") or f"{result.get('steps', 0):,} steps"
+    lines = _read(out / "eval" / "lines" / "lines.json").get("summary", {})
+    he = next(iter(_read(out / "eval" / "humaneval" / "summary.json").values()), {})
+    row = [
+        budget,
+        f"{result.get('train_seconds', 0) / 60:.1f} min",
+        f"{model.get('n_layer')}x{model.get('n_embd')} ({model.get('parameters', 0) / 1e6:.1f}M)",
+        f"{result.get('tokens', 0) / 1e6:.1f}M",
+        f"{result.get('valid_bpb', float('nan')):.3f}",
+        f"{lines['exact_match']:.1f}%" if lines else "-",
+        f"{lines['edit_similarity']:.1f}" if lines else "-",
+        f"{he['pass@1']:.2f}% of {he.get('tasks')}" if he.get("pass@1") is not None else "-",
+    ]
+    head = ["budget", "trained", "model", "tokens", "valid bits/byte", "line exact", "edit sim.", "HumanEval pass@1"]
+    return _table(head, [row], {1, 3, 4, 5, 6})
 
 
 def _evaluation(eval_dir: Path) -> str:
@@ -138,7 +164,7 @@ def _commands(manifest: dict[str, Any], out: Path) -> str:
     argv = ["pycpilot", "run", "--out", str(config.get("out", out))]
     for source in config.get("sources", []):
         argv += ["--source", source]
-    argv += ["--preset", str(config.get("preset", "tiny"))]
+    argv += ["--preset", str(config.get("preset", "auto"))]
     for stage, values in (config.get("settings") or {}).items():
         for key, value in values.items():
             argv += [f"--{stage}.{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
@@ -157,6 +183,7 @@ def write_report(out: Path, manifest: dict[str, Any]) -> Path:
 <style>{STYLE}</style></head><body>
 <h1>PYCPilot run: {_e(out.name)}</h1>
 <p class=muted>{_e(manifest.get("created", ""))} · {_e(versions)}</p>
+<h2>What the budget bought</h2>{_headline(out)}
 <h2>Stages</h2>{_table(["stage", "status", "time", "figures"], rows, {2})}
 <h2>Corpus</h2>{_corpus(_read(out / "data" / MANIFEST))}
 <h2>Tokenizer</h2>{_tokenizer(_read(out / "tokenizer" / MANIFEST))}

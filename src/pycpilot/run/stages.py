@@ -75,7 +75,7 @@ class Tokenizer:
     def config(cfg: Any, f: Folders) -> Any:
         from pycpilot.tokenizer import TokenizerConfig
 
-        given = {"preset": cfg.preset, **cfg.stage("tokenizer")}
+        given = {"preset": cfg.data_preset, **cfg.stage("tokenizer")}
         return _build(TokenizerConfig, given, {"data": f.data, "out": f.tokenizer, "overwrite": True,
                                                "quiet": cfg.quiet}, "tokenizer")  # fmt: skip
 
@@ -103,7 +103,7 @@ class Pack:
     def config(cfg: Any, f: Folders) -> Any:
         from pycpilot.pack import PackConfig
 
-        given = {"preset": cfg.preset, **cfg.stage("pack")}
+        given = {"preset": cfg.data_preset, **cfg.stage("pack")}
         return _build(PackConfig, given, {"data": f.data, "tokenizer": f.tokenizer, "out": f.packed,
                                           "overwrite": True, "quiet": cfg.quiet}, "pack")  # fmt: skip
 
@@ -133,8 +133,8 @@ class Train:
     def config(cfg: Any, f: Folders) -> Any:
         from pycpilot.train import TrainConfig
 
-        given = {"preset": cfg.preset, **cfg.stage("train")}
-        if not any(given.get(k) for k in ("max_time", "max_steps", "epochs")) and cfg.preset == "tiny":
+        given = {"preset": cfg.train_preset, **cfg.stage("train")}
+        if not any(given.get(k) for k in ("max_time", "max_steps", "epochs")) and cfg.preset in ("auto", "tiny"):
             given["max_time"] = "4m"  # the demo's budget: the whole run stays under 10 minutes on 2 cores
         given.setdefault("save_every", 200)  # an interrupted run resumes from at most 200 steps back
         return _build(TrainConfig, given, {"packed": f.packed, "out": f.model, "quiet": cfg.quiet}, "train")
@@ -144,14 +144,23 @@ class Train:
         from pycpilot.train import train
 
         config.resume, config.overwrite = resume, not resume
-        result = train(config).manifest["result"]
-        return {k: result[k] for k in ("steps", "tokens", "train_seconds", "tokens_per_s", "valid_loss",
-                                       "valid_perplexity", "valid_bpb", "stopped_by") if k in result}  # fmt: skip
+        manifest = train(config).manifest
+        result, model = manifest["result"], manifest["model"]
+        figures = {k: result[k] for k in ("steps", "tokens", "train_seconds", "tokens_per_s", "valid_loss",
+                                          "valid_perplexity", "valid_bpb", "stopped_by") if k in result}  # fmt: skip
+        figures["model"] = f"{model['n_layer']}x{model['n_embd']}"
+        figures["parameters"] = model["parameters"]
+        figures["budget"] = config.max_time
+        if "sizing" in manifest:
+            figures["sizing"] = manifest["sizing"]["line"]
+        return figures
 
     @staticmethod
     def summary(x: dict[str, Any]) -> str:
-        return (f"{x['steps']:,} steps, {x['tokens_per_s']:,.0f} tokens/s; valid {x['valid_bpb']:.3f} bits per "
-                f"byte, perplexity {x['valid_perplexity']:.1f}")  # fmt: skip
+        model = f"GPT-2 {x['model']} ({x['parameters'] / 1e6:.1f}M), " if "model" in x else ""
+        budget = f" in {x['budget']}" if x.get("budget") else ""
+        return (f"{model}{x['steps']:,} steps{budget}, {x['tokens_per_s']:,.0f} tokens/s; valid {x['valid_bpb']:.3f} "
+                f"bits per byte, perplexity {x['valid_perplexity']:.1f}")  # fmt: skip
 
     @staticmethod
     def finished(f: Folders) -> bool:
