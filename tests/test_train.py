@@ -137,7 +137,8 @@ def test_gradient_checkpointing_gives_the_same_run(packed: Path, tmp_path: Path)
 
 
 def test_a_time_budget_ends_the_run_with_the_cosine_on_the_clock(packed: Path, tmp_path: Path) -> None:
-    out = train(_cfg(packed, tmp_path / "t", max_time="4s", warmup_steps=2, lr=1e-2, min_lr_ratio=0.1)).out
+    kw = dict(max_time="4s", warmup_steps=2, lr=1e-2, min_lr_ratio=0.1, schedule="cosine")
+    out = train(_cfg(packed, tmp_path / "t", **kw)).out
     m = json.loads((out / "manifest.json").read_text())
     assert m["result"]["stopped_by"] == "time" and 3.5 < m["result"]["train_seconds"] < 30
     rows = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]
@@ -213,11 +214,16 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize(
-    ("launch", "fsdp", "accum"),
-    [("torchrun", "off", 1), ("torchrun", "on", 1), ("accelerate", "off", 2)],  # accum 2: no sync mid-accumulation
+    ("launch", "fsdp", "accum", "optimizer"),
+    [
+        ("torchrun", "off", 1, "adamw"),
+        ("torchrun", "on", 1, "adamw"),
+        ("accelerate", "off", 2, "adamw"),  # accum 2: no sync mid-accumulation
+        ("torchrun", "off", 1, "muon"),
+    ],
 )
 def test_two_processes_match_one_with_the_same_global_batch(
-    launch: str, fsdp: str, accum: int, packed: Path, tmp_path: Path
+    launch: str, fsdp: str, accum: int, optimizer: str, packed: Path, tmp_path: Path
 ) -> None:
     common = [
         "train",
@@ -247,6 +253,7 @@ def test_two_processes_match_one_with_the_same_global_batch(
         "--precision",
         "fp32",  # bf16 sums in another order would blur what this compares
     ]
+    common += ["--optimizer", optimizer]
     one = tmp_path / "one"
     subprocess.run(_cli(*common, "--batch-size", "4", "--out", str(one)), check=True, timeout=300)
     two = tmp_path / "two"
@@ -274,7 +281,14 @@ def test_two_processes_match_one_with_the_same_global_batch(
     from safetensors.torch import load_file
 
     wa, wb = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
-    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    assert wa.keys() == wb.keys()
+    if optimizer == "muon":
+        # Muon maps every singular value of the update to ~1, those of the gradient's noise floor too, so the
+        # last bits of a gradient summed in another order move weights by up to ~1e-3 here (the losses and
+        # evaluations above still agree to 1e-5); ranks stepping on their own halves would move them by ~lr.
+        assert all(float((wa[k] - wb[k]).abs().max()) < 5e-3 for k in wa)
+        return
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
     # A checkpoint of the 2 ranks resumes in 1 process (full, named state either way) and goes on alike.
     cross = tmp_path / "cross"
     shutil.copytree(two, cross)

@@ -59,8 +59,13 @@ PRESETS: dict[str, Preset] = {
             dropout=0.0,
             weight_decay=0.1,
             beta2=0.95,
-            min_lr_ratio=0.1,
+            min_lr_ratio=0.0,
             seq_warmup=0.8,
+            optimizer="muon",
+            muon_lr=0.01,
+            schedule="wsd",
+            decay=0.3,
+            zero_init=True,
         ),
         # The seed: torch's AdamW defaults (weight decay 0.01, betas 0.9/0.999) and GPT-2's dropout 0.1.
         Preset(

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -211,8 +211,12 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
         step_fn = torch.compile(step_fn)
     peak_lr = cfg.resolved("lr")
     optimizer_name = cfg.resolved("optimizer")
-    if optimizer_name == "muon" and fsdp:
-        raise PycpilotError("--optimizer muon needs whole weight matrices: use --fsdp off (DDP) or --optimizer adamw")
+    if optimizer_name == "muon" and fsdp:  # Newton-Schulz needs whole matrices, which FSDP shards
+        if cfg.optimizer == "muon":
+            raise PycpilotError("--optimizer muon needs whole weight matrices: use --fsdp off (DDP) or adamw")
+        optimizer_name = "adamw"
+        cfg = replace(cfg, optimizer="adamw")  # the manifest says what ran
+        log("train: AdamW for every weight (the preset's Muon needs whole matrices, which FSDP shards)")
     optimizer = make_optimizer(
         model,
         name=optimizer_name,
