@@ -164,10 +164,27 @@ def test_max_time_alone_sizes_the_model_and_records_why(packed: Path, tmp_path: 
     assert sizing["shape"] == {k: m["model"][k] for k in ("n_layer", "n_head", "n_embd")}
     assert sizing["measured"] and sizing["tokens_per_s"] > 0 and "tokens per parameter" in sizing["line"]
     assert m["config"]["batch_size"] == sizing["batch_size"]
+    train_tokens = json.loads((packed / "manifest.json").read_text())["splits"]["train"]["tokens"]
+    assert sizing["epochs"] == pytest.approx(sizing["expected_tokens"] / train_tokens, abs=0.1)
+    assert ("data_note" in sizing) == (sizing["epochs"] > 4)
     # An explicit preset or size wins: no sizing.
     assert not TrainConfig(packed=packed, out=tmp_path / "p", max_time="3s", preset="tiny").auto_size()
     assert not TrainConfig(packed=packed, out=tmp_path / "n", max_time="3s", n_layer=2).auto_size()
     assert not TrainConfig(packed=packed, out=tmp_path / "s", max_time="3s", max_steps=5).auto_size()
+
+
+def test_a_corpus_too_small_for_the_budget_is_said_so(packed: Path, tmp_path: Path) -> None:
+    from pycpilot.tokenizer.load import load_tokenizer
+    from pycpilot.train.budget import size_to_budget
+    from pycpilot.train.runtime import Runtime
+
+    tokenizer = load_tokenizer(Path(json.loads((packed / "manifest.json").read_text())["tokenizer"]["path"]))
+    cfg = TrainConfig(packed=packed, out=tmp_path / "x", max_time="2m", quiet=True)
+    sized, record = size_to_budget(cfg, cfg.out, tokenizer, 32, Runtime.from_env(), train_tokens=1_000)
+    assert record["epochs"] > 100 and "site-packages" in record["data_note"] and "times" in record["data_note"]
+    assert (sized.n_layer, sized.n_embd) == (record["shape"]["n_layer"], record["shape"]["n_embd"])
+    _, plenty = size_to_budget(cfg, cfg.out, tokenizer, 32, Runtime.from_env(), train_tokens=10**12)
+    assert "data_note" not in plenty
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,14 @@ from pycpilot.train.optim import make_optimizer
 from pycpilot.train.runtime import Runtime, autocast, grad_scaler
 from pycpilot.train.sizing import Shape, choose_size, probe_rows
 
+# Passes over the train split beyond which repeating data costs more than fresh data would (Muennighoff et
+# al. 2023: up to ~4 epochs are almost as good as new tokens).
+MAX_GOOD_EPOCHS = 4.0
 
-def size_to_budget(cfg: TrainConfig, out: Path, tokenizer: Any, block: int, rt: Runtime) -> tuple[TrainConfig, dict]:
+
+def size_to_budget(
+    cfg: TrainConfig, out: Path, tokenizer: Any, block: int, rt: Runtime, train_tokens: int
+) -> tuple[TrainConfig, dict]:
     """(the config with n_layer/n_head/n_embd/batch_size set, what the manifest records under "sizing")."""
     if cfg.resume:
         saved = _recorded(out)
@@ -64,6 +70,14 @@ def size_to_budget(cfg: TrainConfig, out: Path, tokenizer: Any, block: int, rt: 
         f"~{choice.tokens_per_s:,.0f} tokens/s measured, ~{choice.expected_tokens / 1e6:.1f}M tokens in the budget; "
         f"{choice.reason} (measured in {choice.probe_seconds:.1f} s; --preset or --n-layer/--n-embd choose yourself)"
     )
+    epochs = choice.expected_tokens / max(train_tokens, 1)
+    record["epochs"] = round(epochs, 1)
+    if epochs > MAX_GOOD_EPOCHS:
+        record["data_note"] = (
+            f"this budget passes over the {train_tokens / 1e6:.1f}M train tokens about {epochs:.0f} times (more "
+            f"than {MAX_GOOD_EPOCHS:g} repeats teach less than new code would): add data, e.g. `pycpilot data "
+            f"--source stdlib --source site-packages` (every installed package)"
+        )
     record = _agree(record, rt)
     return _apply(cfg, record), record
 

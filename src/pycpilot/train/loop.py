@@ -161,8 +161,10 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     log = (lambda *a: None) if (cfg.quiet or not rt.main) else (lambda *a: print(*a, flush=True))
     sizing = None
     if cfg.auto_size():
-        cfg, sizing = size_to_budget(cfg, out, tokenizer, block, rt)
+        cfg, sizing = size_to_budget(cfg, out, tokenizer, block, rt, int(pack["splits"]["train"]["tokens"]))
         log(f"train: sized for {cfg.max_time}: {sizing['line']}")
+        if sizing.get("data_note"):
+            log(f"train: note: {sizing['data_note']}")
     model_config = gpt2_config(cfg, tokenizer, block)
     batch, accum = cfg.resolved("batch_size"), cfg.grad_accum
     order = BatchOrder(len(train_ds), batch, accum, rt.world, rt.rank, cfg.seed)
