@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench bench-gpu clean browser
+.PHONY: install demo test lint bench bench-recipe bench-gpu clean browser
 
 install: $(STAMP)
 
@@ -45,6 +45,11 @@ bench: install
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_sandbox.py
 	$(BIN)/python bench/bench_serve.py
+
+# Learning per CPU-minute (~55 minutes): today's recipe against the new default at 6 minutes, bf16 and fp32,
+# twice each, and tokens/s on the same model.
+bench-recipe: install
+	$(BIN)/python bench/bench_recipe.py --rows speed,bf16,fp32 --repeat 2
 
 # The GPU paths (a machine with a CUDA torch): small's bf16 training MFU, serving on the GPU.
 bench-gpu: install

@@ -246,3 +246,10 @@ def test_eval_out_never_clobbers_another_stages_folder(tiny_run: Path, tmp_path:
     text = (folder / "f.py").read_text()
     assert s["tokens"] == len(Completer(tiny_run).tokens(text)) + 1  # special spellings are text, as in training
     assert json.loads((out / "manifest.json").read_text())["stage"] == "eval-perplexity"
+
+
+def test_the_parse_check_keeps_the_compilers_warnings_about_generated_code_quiet(capfd) -> None:
+    from pycpilot.evaluate.lines import parses
+
+    assert parses("x = (1, 2)(3)\n") and not parses("def f(:\n")  # the first makes CPython warn
+    assert capfd.readouterr().err == ""

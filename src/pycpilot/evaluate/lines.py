@@ -12,6 +12,7 @@ import difflib
 import random
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,11 @@ def pick_positions(texts: list[tuple[str, str]], count: int, seed: int) -> list[
 
 
 def parses(source: str) -> bool:
+    """Whether `source` compiles; the compiler's SyntaxWarnings about generated code are not the user's news."""
     try:
-        compile(source, "<completion>", "exec", dont_inherit=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compile(source, "<completion>", "exec", dont_inherit=True)
     except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError):
         return False
     return True
