@@ -307,7 +307,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     io.add_argument("--packed", required=True, type=Path, help="a `pycpilot pack` output folder")
     io.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the one the pack was made with)")
     io.add_argument("--out", required=True, type=Path, help="model folder: final model, checkpoints/, metrics")
-    io.add_argument("--preset", choices=list(PRESETS), default=None, help="model and training defaults (tiny)")
+    io.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default=None,
+        help="model and training defaults (tiny's; with --max-time alone, the model is sized to the budget)",
+    )
     io.add_argument("--recipe", type=Path, help="YAML or JSON file of settings (names as below, - or _)")
     io.add_argument("--resume", action="store_true", default=None, help="continue from the newest checkpoint")
     io.add_argument("--overwrite", action="store_true", default=None, help="start over in an existing --out")
@@ -352,7 +357,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--grad-accum", type=int, help="micro-batches per optimiser step (1)")
     b.add_argument("--epochs", type=float, help="passes over the train blocks (preset, unless --max-time/--max-steps)")
     b.add_argument("--max-steps", type=int, help="optimiser steps; the schedule spans them")
-    b.add_argument("--max-time", help="wall-clock budget such as 6m, 90s or 1h30m; alone, the schedule spans it")
+    b.add_argument(
+        "--max-time",
+        help="wall-clock budget such as 6m, 90s or 1h30m: the schedule spans it; without --preset, sizes or "
+        "steps, the model is chosen for it (measured here, see README)",
+    )
     b.add_argument("--seed", type=int, help="seed for the initial weights and the data order (42)")
     e = p.add_argument_group("evaluation, checkpoints, logging")
     e.add_argument("--eval-every", type=int, help="steps between valid evaluations (200)")
