@@ -22,7 +22,7 @@ from pycpilot.train.loss import FusedLossLM, default_chunk
 from pycpilot.train.model import available_memory_gib, build_model, estimate_memory, gpt2_config
 from pycpilot.train.optim import make_optimizer
 from pycpilot.train.runtime import Runtime, autocast, grad_scaler
-from pycpilot.train.sizing import Shape, choose_size, probe_rows
+from pycpilot.train.sizing import Shape, choose_size, probe_rows, probe_tokens_per_s
 
 # Passes over the train split beyond which repeating data costs more than fresh data would (Muennighoff et
 # al. 2023: up to ~4 epochs are almost as good as new tokens).
@@ -116,8 +116,6 @@ def _agree(record: dict, rt: Runtime) -> dict:
 
 def _measure(cfg: TrainConfig, tokenizer: Any, block: int, rt: Runtime, chunk: int, rows: int) -> float:
     """Tokens/s of this process's training step (forward, backward, clip, optimiser) at `rows` x `block`."""
-    from pycpilot.train.sizing import probe_tokens_per_s
-
     torch.manual_seed(cfg.seed)
     model = build_model(gpt2_config(cfg, tokenizer, block), False, False, cfg.resolved("zero_init")).to(rt.device)
     lossy = FusedLossLM(model, chunk)

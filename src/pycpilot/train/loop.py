@@ -181,6 +181,13 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
         and attention_saved_gib(model_config, batch, block) > 1.0
     )
     fsdp = use_fsdp(cfg.fsdp, cfg.preset_name, rt)
+    optimizer_name = cfg.resolved("optimizer")
+    if optimizer_name == "muon" and fsdp:  # Newton-Schulz needs whole matrices, which FSDP shards
+        if cfg.optimizer == "muon":
+            raise PycpilotError("--optimizer muon needs whole weight matrices: use --fsdp off (DDP) or adamw")
+        optimizer_name = "adamw"
+        cfg = replace(cfg, optimizer="adamw")  # the manifest says what ran
+        log("train: AdamW for every weight (the preset's Muon needs whole matrices, which FSDP shards)")
     keeps_scores = rt.device.type == "cpu" and model_config.attn_pdrop > 0 and not recompute  # SDPA's math kernel
     estimate = estimate_memory(
         model_config, batch, block, chunk, cfg.grad_checkpointing, not keeps_scores, 2 if rt.dtype else 4,
@@ -212,13 +219,6 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     if cfg.compile:
         step_fn = torch.compile(step_fn)
     peak_lr = cfg.resolved("lr")
-    optimizer_name = cfg.resolved("optimizer")
-    if optimizer_name == "muon" and fsdp:  # Newton-Schulz needs whole matrices, which FSDP shards
-        if cfg.optimizer == "muon":
-            raise PycpilotError("--optimizer muon needs whole weight matrices: use --fsdp off (DDP) or adamw")
-        optimizer_name = "adamw"
-        cfg = replace(cfg, optimizer="adamw")  # the manifest says what ran
-        log("train: AdamW for every weight (the preset's Muon needs whole matrices, which FSDP shards)")
     optimizer = make_optimizer(
         model,
         name=optimizer_name,

@@ -20,11 +20,13 @@ OPTIMIZERS = ("adamw", "muon")
 SCHEDULES = ("cosine", "wsd")
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay the weight matrices (attention, MLP, embeddings); never biases or LayerNorms (ln_1/ln_2/ln_f)."""
+def param_groups(model: torch.nn.Module, weight_decay: float, leave_out: frozenset[int] = frozenset()) -> list[dict]:
+    """AdamW's groups: decay the weight matrices (attention, MLP, embeddings), never biases or LayerNorms
+    (ln_1/ln_2/ln_f); parameters whose id is in `leave_out` belong to another optimiser."""
     decay, no_decay = [], []
     for _name, param in _unique_params(model):
-        (decay if param.dim() >= 2 else no_decay).append(param)
+        if id(param) not in leave_out:
+            (decay if param.dim() >= 2 else no_decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -92,11 +94,8 @@ def make_optimizer(
     fused = device.type == "cuda"  # the fused kernel pays off on GPUs; foreach is as fast on CPUs here
     params = _unique_params(model)
     matrices = [(n, p) for n, p in params if name == "muon" and is_block_matrix(n, p)]
-    taken = {id(p) for _, p in matrices}
-    rest = [(n, p) for n, p in params if id(p) not in taken]
     adam_groups = [
-        {"params": [p for _, p in rest if p.dim() >= 2], "weight_decay": weight_decay, "base_lr": lr},
-        {"params": [p for _, p in rest if p.dim() < 2], "weight_decay": 0.0, "base_lr": lr},
+        g | {"base_lr": lr} for g in param_groups(model, weight_decay, frozenset(id(p) for _, p in matrices))
     ]
     optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(adam_groups, lr=lr, betas=betas, fused=fused)]
     if matrices:
@@ -124,8 +123,8 @@ def lr_factor(
     if warmup > 0 and step < warmup:
         return (step + 1) / (warmup + 1)
     frac = min(1.0, max(0.0, progress))
-    if schedule == "wsd":
-        into = (frac - (1.0 - decay)) / decay if decay > 0 else (1.0 if frac >= 1.0 else 0.0)
+    if schedule == "wsd":  # decay is in (0, 1] (TrainConfig.validate)
+        into = (frac - (1.0 - decay)) / decay
         return 1.0 - (1.0 - min_ratio) * min(1.0, max(0.0, into))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
