@@ -125,6 +125,28 @@ def test_bad_run_folders_and_settings_are_one_line_errors(corpus: Path, tmp_path
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # refused before any work
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"tokenizer": {"vocab_size": 0}}, r"--tokenizer\.vocab-size must be between 300"),
+        ({"train": {"n_layer": -3}}, r"--train\.n-layer must be between 1 and 1,024, not -3"),
+        ({"train": {"n_head": 0}}, r"--train\.n-head must be between 1 and 1,024, not 0"),
+        ({"train": {"n_embd": 30, "n_head": 4}}, r"--train\.n-embd must be a multiple of --train\.n-head"),
+        ({"train": {"eval_blocks": -1}}, r"--train\.eval-blocks must be at least 1"),
+        ({"train": {"n_positions": 32}}, "train.n_positions 32 is shorter than pack.context_length 64"),
+        ({"pack": {"fim_rate": 2.0}}, r"--pack\.fim-rate must be in \[0, 1\]"),
+        ({"data": {"num_perm": 1}}, r"--data\.num-perm must be between 2 and 4096"),
+    ],
+)
+def test_every_stage_setting_is_checked_before_the_first_stage(
+    change: dict, message: str, corpus: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "early"
+    with pytest.raises(PycpilotError, match=message):
+        run(_cfg(corpus, out, **change))
+    assert not out.exists()
+
+
 def test_cli_stage_options_and_recipe(corpus: Path, tmp_path: Path) -> None:
     exe = str(Path(sys.executable).with_name("pycpilot"))
     recipe = tmp_path / "run.yaml"

@@ -330,16 +330,75 @@ def test_non_finite_gradients_stop_the_run_before_the_weights_change(
     assert all(torch.isfinite(t).all() for t in weights.values())
 
 
+def _flip_a_byte(path: Path, from_end: int = 5) -> None:
+    """Change one byte of the tensor data (same size: only a hash can tell)."""
+    data = bytearray(path.read_bytes())
+    data[-from_end] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
 def test_damaged_or_foreign_checkpoints_are_refused(packed: Path, tmp_path: Path) -> None:
     out = tmp_path / "c"
     train(_cfg(packed, out, max_steps=2, save_every=1))
     last = sealed_checkpoints(out / "checkpoints")[-1]
     with pytest.raises(PycpilotError, match=r"is from another model .*n_embd 32 vs 64"):
         train(_cfg(packed, out, max_steps=4, resume=True, n_embd=64))
-    state = last / "trainer_state.pt"
-    state.write_bytes(state.read_bytes()[:100])
-    with pytest.raises(PycpilotError, match=r"is truncated: trainer_state.pt has 100 of \d+ bytes"):
+    for ckpt in sealed_checkpoints(out / "checkpoints"):
+        state = ckpt / "trainer_state.pt"
+        state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(PycpilotError, match=r"no complete checkpoint .*damaged: trainer_state.pt has 100 of \d+ bytes"):
         train(_cfg(packed, out, max_steps=4, resume=True))
+    assert last.is_dir()
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_set_aside_and_resume_uses_the_last_whole_one(
+    packed: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from safetensors.torch import load_file
+
+    whole = tmp_path / "whole"
+    train(_cfg(packed, whole, max_steps=5))
+    out = tmp_path / "flip"
+    train(_cfg(packed, out, max_steps=4, save_every=1))
+    final = (out / "model.safetensors").read_bytes()
+    _flip_a_byte(out / "checkpoints" / "step-0000004" / "model.safetensors")
+    capsys.readouterr()
+    train(_cfg(packed, out, max_steps=5, resume=True, save_every=1))
+    err = capsys.readouterr().err
+    assert "step-0000004 is damaged: model.safetensors does not match its recorded SHA-256" in err
+    assert (out / "checkpoints" / "corrupt-step-0000004").is_dir()
+    # From step 3 to 5, exactly as one uninterrupted run: the flipped weights never reached the model.
+    assert (out / "model.safetensors").read_bytes() != final
+    ours, theirs = load_file(str(out / "model.safetensors")), load_file(str(whole / "model.safetensors"))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert [p.name for p in sealed_checkpoints(out / "checkpoints")] == ["step-0000003", "step-0000004", "step-0000005"]
+
+    # Every checkpoint damaged: refused in one line, and the final model at the top is left as it was.
+    final = (out / "model.safetensors").read_bytes()
+    for ckpt in sealed_checkpoints(out / "checkpoints"):
+        _flip_a_byte(ckpt / "model.safetensors")
+    with pytest.raises(PycpilotError, match=r"no complete checkpoint .*model.safetensors does not match"):
+        train(_cfg(packed, out, max_steps=7, resume=True))
+    assert (out / "model.safetensors").read_bytes() == final
+
+
+def test_loading_a_changed_model_warns(packed: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from pycpilot.generate.load import load_model
+
+    out = tmp_path / "m"
+    train(_cfg(packed, out, max_steps=2, save_every=1))
+    recorded = json.loads((out / "manifest.json").read_text())["files"]
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(recorded)
+    capsys.readouterr()
+    load_model(out)
+    load_model(out / "checkpoints" / "step-0000002")
+    assert "warning" not in capsys.readouterr().err
+    _flip_a_byte(out / "model.safetensors")
+    _flip_a_byte(out / "checkpoints" / "step-0000002" / "model.safetensors")
+    load_model(out)
+    assert "model.safetensors does not match its recorded SHA-256" in capsys.readouterr().err
+    load_model(out / "checkpoints" / "step-0000002")
+    assert "step-0000002 is damaged: model.safetensors" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -355,6 +414,12 @@ def test_damaged_or_foreign_checkpoints_are_refused(packed: Path, tmp_path: Path
         ({"n_embd": 30, "n_head": 4}, "--n-embd must be a multiple of --n-head"),
         ({"precision": "fp8"}, "--precision must be auto, fp32, bf16 or fp16"),
         ({"precision": "fp16"}, "--precision fp16 needs a CUDA GPU"),
+        ({"n_layer": -3}, r"--n-layer must be between 1 and 1,024, not -3"),
+        ({"n_layer": 0}, r"--n-layer must be between 1 and 1,024, not 0"),
+        ({"n_head": 0}, r"--n-head must be between 1 and 1,024, not 0"),
+        ({"n_embd": -8}, r"--n-embd must be between 1 and 65,536, not -8"),
+        ({"eval_blocks": -1}, r"--eval-blocks must be at least 1, not -1"),
+        ({"lr": float("nan")}, r"--lr must be between 0 and 100, not nan"),
     ],
 )
 def test_bad_settings_fail_before_any_work(kw: dict, message: str, packed: Path, tmp_path: Path) -> None:
@@ -450,3 +515,16 @@ def test_missing_pack_or_mismatched_tokenizer_is_one_line(packed: Path, tmp_path
     with pytest.raises(PycpilotError, match=r"is not the one .* was packed with"):
         train(_cfg(packed, tmp_path / "o2", max_steps=1, tokenizer=other))
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_bad_model_sizes_on_the_command_line_are_one_line_and_write_nothing(packed: Path, tmp_path: Path) -> None:
+    for flag, value, words in [
+        ("--n-layer", "-3", "--n-layer must be between 1 and 1,024, not -3"),
+        ("--n-head", "0", "--n-head must be between 1 and 1,024, not 0"),
+        ("--n-embd", "-8", "--n-embd must be between 1 and 65,536, not -8"),
+    ]:
+        out = tmp_path / "cli"
+        args = [*TINY, flag, value, "--max-steps", "1", "--out", str(out)]
+        done = subprocess.run(_cli("train", "--packed", str(packed), *args), capture_output=True, text=True)
+        assert done.returncode != 0 and words in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()

@@ -8,6 +8,7 @@ local Hugging Face causal-LM folder with a tokenizer.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,18 +27,47 @@ class Loaded:
 
 
 def resolve_model_dir(path: Path) -> tuple[Path, str]:
-    """The folder holding weights: `path` itself or, for a training run, its newest sealed checkpoint."""
-    from pycpilot.train.checkpoint import sealed_checkpoints
+    """The folder holding weights: `path` itself or, for a training run, its newest whole checkpoint."""
+    from pycpilot.train.checkpoint import newest_whole
 
     path = Path(path)
     if not path.is_dir():
         raise PycpilotError(f"model folder {path} does not exist")
     if (path / "config.json").is_file() and any((path / w).is_file() for w in WEIGHTS):
         return path, f"model {path}"
-    found = sealed_checkpoints(path / "checkpoints")
+    found, damaged = newest_whole(path / "checkpoints")
+    for _, why in damaged:
+        _warn(f"{why}; skipped")
     if found:
-        return found[-1], f"newest checkpoint {found[-1].name} of {path} (training has not finished)"
-    raise PycpilotError(f"{path} holds no model: no config.json with weights and no sealed checkpoints/")
+        return found[0], f"newest checkpoint {found[0].name} of {path} (training has not finished)"
+    raise PycpilotError(f"{path} holds no model: no config.json with weights and no whole checkpoint in checkpoints/")
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def seal_problems(folder: Path) -> str | None:
+    """How the model's files differ from what training recorded (its manifest, or a checkpoint's seal)."""
+    from pycpilot.manifest import MANIFEST
+    from pycpilot.seal import broken_files
+    from pycpilot.train.checkpoint import SEAL, DamagedCheckpoint, check_whole
+
+    if (folder / SEAL).is_file():
+        try:
+            check_whole(folder)
+        except DamagedCheckpoint as exc:
+            return str(exc)
+        return None
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        recorded = manifest.get("files") if manifest.get("stage") == "train" else None
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return None  # not a PYCPilot model (or no manifest): nothing recorded to check against
+    problems = broken_files(folder, recorded) if recorded else []
+    if problems:
+        return f"the model in {folder} differs from what training wrote ({'; '.join(problems[:3])})"
+    return None
 
 
 def load_model(path: Path | str, dtype: Any = None) -> Loaded:
@@ -49,6 +79,9 @@ def load_model(path: Path | str, dtype: Any = None) -> Loaded:
     from pycpilot.tokenizer.load import load_tokenizer
 
     folder, note = resolve_model_dir(Path(path))
+    changed = seal_problems(folder)
+    if changed:
+        _warn(changed)
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):

@@ -54,6 +54,7 @@ def run(cfg: RunConfig, say: Callable[[str], None] = _say) -> dict[str, Any]:
                                       "settings": cfg.settings})  # fmt: skip
     previous = ""  # the output id of the stage before: new each time that stage runs, so what follows runs too
     configs = {name: STAGE_RUNNERS[name].config(cfg, folders) for name in STAGES}  # bad settings: before any work
+    _check_across(configs)
     out.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(STAGES, 1):
         runner = STAGE_RUNNERS[name]
@@ -106,6 +107,16 @@ def run(cfg: RunConfig, say: Callable[[str], None] = _say) -> dict[str, Any]:
 
         serve(ServeConfig(model=folders.model, port=cfg.port))
     return manifest
+
+
+def _check_across(configs: dict[str, Any]) -> None:
+    """Settings of different stages that must agree (each stage's own were checked as it was configured)."""
+    positions, context = configs["train"].n_positions, configs["pack"].resolved_context_length()
+    if positions is not None and positions < context:
+        raise PycpilotError(
+            f"train.n_positions {positions} is shorter than pack.context_length {context}: the model could not "
+            "read a whole block"
+        )
 
 
 def _clock(seconds: float) -> str:

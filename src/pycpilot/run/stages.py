@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,12 @@ def _build(config_cls: type, given: dict[str, Any], fixed: dict[str, Any], stage
     if unknown:
         raise PycpilotError(f"unknown {stage} setting {unknown[0]!r} (see `pycpilot {stage} --help`)")
     check_types(config_cls, given, stage)
-    return config_cls(**{**given, **fixed})
+    config = config_cls(**{**given, **fixed})
+    try:
+        config.validate()  # bounds and combinations, before any stage runs
+    except PycpilotError as exc:  # the stage's own flags, as `run` spells them: --n-layer -> --train.n-layer
+        raise PycpilotError(re.sub(r"--(?!source)(?=[a-z])", f"--{stage}.", str(exc))) from None
+    return config
 
 
 class Data:

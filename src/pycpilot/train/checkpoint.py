@@ -2,13 +2,13 @@
 
 `checkpoints/step-0000123/` holds the model (loadable with AutoModelForCausalLM), the tokenizer,
 `trainer_state.pt` (optimizer, scheduler position, RNG states, data position) and, written last,
-`checkpoint.json` with every file's size and the state's hash. A folder is built under a temporary name and
-renamed, so a crash at any moment leaves either a complete, sealed checkpoint or none.
+`checkpoint.json` with every file's size and SHA-256. A folder is built under a temporary name and renamed, so
+a crash at any moment leaves either a complete, sealed checkpoint or none; a file changed afterwards (a flipped
+byte, a truncated copy) fails `check_whole`, and resume moves such checkpoints aside and uses the newest whole one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -20,24 +20,22 @@ import numpy as np
 import torch
 
 from pycpilot.errors import PycpilotError
+from pycpilot.seal import broken_files, seal_files, sha256_file
 
 SEAL = "checkpoint.json"
 STATE = "trainer_state.pt"
 PREFIX = "step-"
+SET_ASIDE = "corrupt-"  # what resume moves a damaged checkpoint to (kept for inspection, never loaded)
+
+
+class DamagedCheckpoint(PycpilotError):
+    """A checkpoint whose files no longer match its seal (or that has none): skip it, never load it."""
 
 
 def fingerprint(model_config: Any) -> dict[str, Any]:
     """What must match for a checkpoint to belong to this model."""
     keys = ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd")
     return {k: getattr(model_config, k) for k in keys}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:
@@ -83,13 +81,7 @@ def save_checkpoint(
         model.save_pretrained(str(tmp), state_dict=weights)
         tokenizer.save_pretrained(str(tmp))
         torch.save(state, tmp / STATE)
-        files = {p.name: p.stat().st_size for p in tmp.iterdir()}
-        seal = {
-            "step": step,
-            "files": files,
-            "state_sha256": _sha256(tmp / STATE),
-            "fingerprint": fingerprint(model.config),
-        }
+        seal = {"step": step, "files": seal_files(tmp), "fingerprint": fingerprint(model.config)}
         (tmp / SEAL).write_text(json.dumps(seal, indent=2) + "\n")
         if final.exists():
             shutil.rmtree(final)
@@ -113,24 +105,55 @@ def sealed_checkpoints(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def verify(path: Path, model_config: Any) -> dict[str, Any]:
-    """The checkpoint's seal, after checking it is whole and belongs to this model; one-line errors."""
+def check_whole(path: Path) -> dict[str, Any]:
+    """The checkpoint's seal, after checking every file it lists (size and SHA-256); DamagedCheckpoint if not."""
     try:
         seal = json.loads((path / SEAL).read_text())
-        files, recorded = seal["files"], seal["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise PycpilotError(f"checkpoint {path} has no readable {SEAL}: it is incomplete or not a checkpoint") from None
-    for name, size in files.items():
-        actual = (path / name).stat().st_size if (path / name).is_file() else -1
-        if actual != size:
-            raise PycpilotError(f"checkpoint {path} is truncated: {name} has {max(actual, 0)} of {size} bytes")
-    if _sha256(path / STATE) != seal.get("state_sha256"):
-        raise PycpilotError(f"checkpoint {path} is corrupt: {STATE} does not match its recorded hash")
-    mine = fingerprint(model_config)
+        files = seal["files"]
+        seal["fingerprint"].items()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise DamagedCheckpoint(f"checkpoint {path} has no readable {SEAL}: it is incomplete or not a checkpoint") from None
+    problems = broken_files(path, files)
+    # Seals from before per-file hashes: sizes above, the training state's hash here.
+    if not problems and "state_sha256" in seal and sha256_file(path / STATE) != seal["state_sha256"]:
+        problems.append(f"{STATE} does not match its recorded SHA-256")
+    if problems:
+        raise DamagedCheckpoint(f"checkpoint {path} is damaged: {'; '.join(problems[:3])}")
+    return seal
+
+
+def verify(path: Path, model_config: Any) -> dict[str, Any]:
+    """The checkpoint's seal, after checking it is whole and belongs to this model; one-line errors."""
+    seal = check_whole(path)
+    check_fits(path, seal, model_config)
+    return seal
+
+
+def check_fits(path: Path, seal: dict[str, Any], model_config: Any) -> None:
+    """Refuse a (whole) checkpoint of another model shape."""
+    recorded, mine = seal["fingerprint"], fingerprint(model_config)
     if recorded != mine:
         diff = ", ".join(f"{k} {recorded.get(k)} vs {v}" for k, v in mine.items() if recorded.get(k) != v)
         raise PycpilotError(f"checkpoint {path} is from another model ({diff}): use a fresh --out")
-    return seal
+
+
+def newest_whole(folder: Path) -> tuple[tuple[Path, dict[str, Any]] | None, list[tuple[Path, str]]]:
+    """The newest sealed checkpoint whose files all match (with its seal), and the newer ones that did not."""
+    damaged = []
+    for path in reversed(sealed_checkpoints(folder)):
+        try:
+            return (path, check_whole(path)), damaged
+        except DamagedCheckpoint as exc:
+            damaged.append((path, str(exc)))
+    return None, damaged
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint out of the `step-*` namespace, so neither resume nor keep-last sees it."""
+    target = path.with_name(SET_ASIDE + path.name)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(path, target)
+    return target
 
 
 def load_state(path: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pycpilot.checks import Range, check_ranges
 from pycpilot.errors import PycpilotError
 from pycpilot.presets import Preset, get_preset
 from pycpilot.train.optim import OPTIMIZERS, SCHEDULES
@@ -90,6 +91,8 @@ class TrainConfig:
         return parse_duration(self.max_time) if self.max_time else None
 
     def validate(self) -> None:
+        """Every setting's type, bounds and combinations, before anything is read or written."""
+        check_ranges(self, _RANGES)
         checks = [
             (self.resolved("lr") > 0, "--lr must be positive"),
             (self.resolved("optimizer") in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
@@ -104,6 +107,7 @@ class TrainConfig:
             (self.resolved("batch_size") >= 1, "--batch-size must be at least 1"),
             (self.grad_accum >= 1, "--grad-accum must be at least 1"),
             (self.grad_clip >= 0, "--grad-clip must be >= 0 (0 turns clipping off)"),
+            (0 <= self.beta1 < 1 and 0 <= self.resolved("beta2") < 1, "--beta1 and --beta2 must be in [0, 1)"),
             (self.epochs is None or self.epochs > 0, "--epochs must be positive"),
             (self.max_steps is None or self.max_steps > 0, "--max-steps must be positive"),
             (self.eval_every >= 1 and self.log_every >= 1, "--eval-every and --log-every must be at least 1"),
@@ -120,6 +124,26 @@ class TrainConfig:
             if not ok:
                 raise PycpilotError(message)
         self.budget_seconds()  # a malformed --max-time fails here
+
+
+# Bounds of the numeric settings; finer rules (strict bounds, combinations) are in validate().
+_RANGES: dict[str, Range] = {
+    "n_layer": (1, 1024),
+    "n_head": (1, 1024),
+    "n_embd": (1, 65536),
+    "n_positions": (2, 1 << 20),
+    "lr": (0, 100),
+    "muon_lr": (0, 100),
+    "weight_decay": (0, 10),
+    "warmup_steps": (0, None),
+    "batch_size": (1, 1 << 20),
+    "grad_accum": (1, 1 << 20),
+    "eval_blocks": (1, None),
+    "eval_every": (1, None),
+    "log_every": (1, None),
+    "keep_last": (1, 1 << 20),
+    "loss_chunk": (1, 1 << 30),
+}
 
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")

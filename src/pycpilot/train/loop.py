@@ -23,6 +23,7 @@ from tqdm import tqdm
 from pycpilot.errors import Interrupted, PycpilotError
 from pycpilot.manifest import MANIFEST, base_manifest, check_output_dir, write_json_atomic
 from pycpilot.pack.reader import PackedDataset, read_pack_manifest
+from pycpilot.seal import seal_files
 from pycpilot.tokenizer.load import load_tokenizer, tokenizer_hash
 from pycpilot.train import checkpoint as ckpt
 from pycpilot.train import sharding
@@ -87,17 +88,24 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _prepare_out(cfg: TrainConfig, out: Path, rt: Runtime) -> None:
+def _prepare_out(cfg: TrainConfig, out: Path, rt: Runtime) -> tuple[Path, dict] | None:
+    """Clear or check `out`; for --resume, the newest whole checkpoint (newer damaged ones are set aside)."""
     has_checkpoints = bool(ckpt.sealed_checkpoints(out / "checkpoints"))
     if cfg.resume:
-        if not has_checkpoints:
-            raise PycpilotError(f"--resume: {out} has no complete checkpoint to continue from")
+        start, damaged = ckpt.newest_whole(out / "checkpoints")
+        if start is None:
+            why = f" ({damaged[0][1]})" if damaged else ""
+            raise PycpilotError(f"--resume: {out} has no complete checkpoint to continue from{why}")
         rt.barrier()
-        if rt.main:  # what a killed save left half-written (its process id differs from ours)
+        if rt.main:
+            for path, why in damaged:  # out of the step-* names, or keep-last could delete the new saves
+                moved = ckpt.set_aside(path)
+                print(f"train: warning: {why}; moved to {moved.name}", file=sys.stderr, flush=True)
+            # what a killed save left half-written (its process id differs from ours)
             for leftover in [*out.glob(".final.tmp-*"), *(out / "checkpoints").glob(".step-*.tmp-*")]:
                 shutil.rmtree(leftover, ignore_errors=True)
         rt.barrier()
-        return
+        return start
     if out.exists() and any(out.iterdir()):
         if not cfg.overwrite:
             hint = " (--resume continues it)" if has_checkpoints else ""
@@ -202,7 +210,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
             f"({estimate.params / 1e6:.0f}M parameters) but {free:.1f} GiB is free: lower --batch-size "
             f"(and raise --grad-accum) or add --grad-checkpointing (--no-memory-check skips this estimate)"
         )
-    _prepare_out(cfg, out, rt)
+    start = _prepare_out(cfg, out, rt)
 
     # Model, optimiser, budget.
     torch.manual_seed(cfg.seed)
@@ -210,7 +218,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     model_config = model.config  # the model's own copy, which knows its attention
     params = sum(p.numel() for p in model.parameters())
     rt.sharding = "fsdp" if fsdp else ("ddp" if rt.world > 1 else "none")
-    saved = _resume_weights(out, model, model_config, log) if cfg.resume else None  # before any sharding
+    saved = _resume_weights(start, model, model_config, log) if start else None  # before any sharding
     run_key = _run_key(cfg, order, pack, block)
     if saved is not None:
         _check_same_run(saved.get("run"), run_key)
@@ -390,14 +398,14 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     }
     weights = sharding.full_model_state(lossy, fsdp)  # a collective: every rank takes part
     if rt.main:
-        _export_final(out, model, weights, tokenizer)
+        files = _export_final(out, model, weights, tokenizer)
         plot_losses(
             out / "metrics.jsonl",
             out / "loss.png",
             f"{cfg.preset_name}: {model_config.n_layer}x{model_config.n_embd}, valid bpb {summary['valid_bpb']:.3f}",
         )
         manifest = _write_manifest(
-            out, cfg, pack, model_config, params, rt, status="done", extra=summary, sizing=sizing
+            out, cfg, pack, model_config, params, rt, status="done", extra=summary, sizing=sizing, files=files
         )
     else:
         manifest = {}
@@ -475,12 +483,12 @@ def _save(
     rt.barrier()
 
 
-def _resume_weights(out: Path, model: Any, model_config: Any, log: Any) -> dict[str, Any]:
-    """Load the newest checkpoint's weights into the (not yet sharded) model; its training state for later."""
+def _resume_weights(start: tuple[Path, dict], model: Any, model_config: Any, log: Any) -> dict[str, Any]:
+    """Load a whole checkpoint's weights into the (not yet sharded) model; its training state for later."""
     from safetensors.torch import load_file
 
-    path = ckpt.sealed_checkpoints(out / "checkpoints")[-1]
-    ckpt.verify(path, model_config)
+    path, seal = start
+    ckpt.check_fits(path, seal, model_config)
     saved = ckpt.load_state(path)
     weights = load_file(str(path / "model.safetensors"))
     missing, unexpected = model.load_state_dict(weights, strict=False)
@@ -539,15 +547,18 @@ def _resume_state(saved: dict[str, Any], lossy: FusedLossLM, optimizer: Optimize
     )
 
 
-def _export_final(out: Path, model: Any, weights: dict | None, tokenizer: Any) -> None:
-    """The final model and tokenizer at the top of `out`, written aside and moved in file by file."""
+def _export_final(out: Path, model: Any, weights: dict | None, tokenizer: Any) -> dict[str, dict]:
+    """The final model and tokenizer at the top of `out`, written aside and moved in file by file; their seal
+    (sizes and hashes, for the manifest, which `load_model` checks them against)."""
     tmp = out / f".final.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), state_dict=weights)
     tokenizer.save_pretrained(str(tmp))
+    files = seal_files(tmp)
     for f in tmp.iterdir():
         os.replace(f, out / f.name)
     tmp.rmdir()
+    return files
 
 
 def _write_manifest(
@@ -560,6 +571,7 @@ def _write_manifest(
     status: str,
     extra: dict,
     sizing: dict | None = None,
+    files: dict | None = None,
 ) -> dict:
     config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
     manifest = base_manifest("train", config)
@@ -590,6 +602,7 @@ def _write_manifest(
             "result": extra,
         }
         | ({"sizing": sizing} if sizing else {})
+        | ({"files": files} if files else {})
     )
     write_json_atomic(out / MANIFEST, manifest)
     return manifest
