@@ -139,6 +139,14 @@ def test_a_training_run_loads_its_newest_checkpoint(tiny_run: Path, tmp_path: Pa
         (lambda p: (p / "config.json").write_text("{not json") and p, "config.json is not readable JSON"),
         (lambda p: (p / "config.json").write_text("[1]") and p, "does not describe a model"),
         (lambda p: (p / "tokenizer.json").unlink() or p, "not a complete tokenizer folder"),
+        (
+            lambda p: _edit_config(p, n_embd="abc"),
+            r"config.json is not a valid model configuration: .*'n_embd' expected int, got str",
+        ),
+        (
+            lambda p: _edit_config(p, n_embd=32),
+            r"model.safetensors does not fit .*config.json: transformer\.\S+ is \[.*\] in the weights but \[.*\] by",
+        ),
     ],
 )
 def test_bad_model_folders_are_one_line_errors(make, message: str, tiny_run: Path, tmp_path: Path) -> None:
@@ -146,6 +154,12 @@ def test_bad_model_folders_are_one_line_errors(make, message: str, tiny_run: Pat
     shutil.copytree(tiny_run, folder, ignore=shutil.ignore_patterns("checkpoints"))
     with pytest.raises(PycpilotError, match=message):
         Completer(make(folder))
+
+
+def _edit_config(folder: Path, **changes) -> Path:
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+    return folder
 
 
 def test_truncated_weights_are_one_line_errors(tiny_run: Path, tmp_path: Path) -> None:

@@ -222,7 +222,8 @@ def test_bad_completion_requests_get_400_naming_the_field(server: str, body, par
     if isinstance(body, bytes):
         r = httpx.post(f"{server}/v1/completions", content=body, headers={"content-type": "application/json"})
     elif body.get("top_p") != body.get("top_p"):  # NaN is not JSON: send what a careless client would
-        r = httpx.post(f"{server}/v1/completions", content=b'{"prompt": "x", "top_p": NaN}')
+        nan = b'{"prompt": "x", "top_p": NaN}'
+        r = httpx.post(f"{server}/v1/completions", content=nan, headers={"content-type": "application/json"})
     else:
         r = httpx.post(f"{server}/v1/completions", json=body)
     assert r.status_code == 400, r.text
@@ -260,7 +261,8 @@ def test_request_size_is_capped(tiny_run: Path) -> None:
             yield b"y" * 3000
             yield b'"}'
 
-        r = httpx.post(f"{s.base}/v1/completions", content=chunks())  # no Content-Length: counted as it comes
+        json_type = {"content-type": "application/json"}
+        r = httpx.post(f"{s.base}/v1/completions", content=chunks(), headers=json_type)  # no Content-Length: counted
         assert r.status_code == 413
     finally:
         s.close()
@@ -344,7 +346,7 @@ def test_a_client_that_leaves_cancels_its_request(stream: bool, tiny_run: Path) 
         body = json.dumps({"prompt": "def ", "max_tokens": 30, "stream": stream}).encode()
         raw = socket.create_connection((host, int(port)))
         raw.sendall(
-            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
@@ -530,6 +532,7 @@ def test_serve_cli_errors_are_one_line(tiny_run: Path, tmp_path: Path) -> None:
             (["--model", str(tiny_run), "--queue-size", "0"], "--queue-size must be between 1"),
             (["--model", str(tiny_run), "--threads", "-1"], "--threads must be between 1 and 64"),
             (["--model", str(tiny_run), "--cors-origin", "evil.example/path"], "--cors-origin takes"),
+            (["--model", str(tiny_run), "--allowed-host", "http://box.lan/"], "--allowed-host takes a host name"),
         ]:
             done = subprocess.run([exe, "serve", *args], capture_output=True, text=True, timeout=120)
             assert done.returncode == 2 and words in done.stderr, (args, done.stderr)

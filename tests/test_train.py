@@ -78,7 +78,7 @@ def test_durations_and_recipes(tmp_path: Path) -> None:
     write(tmp_path / "r.yaml", "lr: 3e-3\nbatch-size: 8\nmax_time: 6m\n")
     assert load_recipe(tmp_path / "r.yaml") == {"lr": 0.003, "batch_size": 8, "max_time": "6m"}
     write(tmp_path / "bad.yaml", "lr: [1, 2\n")
-    with pytest.raises(PycpilotError, match=r"recipe .*bad.yaml is malformed"):
+    with pytest.raises(PycpilotError, match=r"recipe .*bad.yaml is not valid YAML"):
         load_recipe(tmp_path / "bad.yaml")
     write(tmp_path / "odd.json", '{"learning_rate": 1}')
     with pytest.raises(PycpilotError, match="unknown setting 'learning_rate'"):

@@ -25,6 +25,14 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         default=[],
         help="also allow browser pages from this origin (repeatable; * for any); loopback pages always may",
     )
+    p.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="append",
+        default=[],
+        help="also answer requests naming this host (repeatable; * for any); localhost, IP addresses and --host "
+        "always may: other names are refused, which stops DNS rebinding",
+    )
     p.add_argument("--model-name", help='the name clients use (default pycpilot-<folder>; never with "gpt")')
     p.add_argument("--max-batch", type=int, default=8, help="rows decoded side by side (8)")
     p.add_argument("--queue-size", type=int, default=32, help="requests that may wait; beyond: 503 (32)")

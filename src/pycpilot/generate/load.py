@@ -47,6 +47,47 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def _reason(exc: Exception) -> str:
+    """An exception's whole message on one line (transformers puts the reason on the second)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return (text[:300] + "...") if len(text) > 300 else text or type(exc).__name__
+
+
+def _model_config(folder: Path) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:  # transformers' validation and json errors alike
+        raise PycpilotError(f"{folder}/config.json is not a valid model configuration: {_reason(exc)}") from None
+
+
+def _check_shapes(folder: Path, config: Any) -> None:
+    """Weights whose shapes differ from what config.json describes, named before transformers fails on them."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        return
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            stored = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - not a dict
+        with torch.device("meta"):
+            expected = {k: list(v.shape) for k, v in AutoModelForCausalLM.from_config(config).state_dict().items()}
+    except Exception as exc:  # a header safetensors cannot read: from_pretrained names it below
+        if isinstance(exc, PycpilotError):
+            raise
+        return
+    for name, shape in stored.items():
+        if name in expected and expected[name] != shape:
+            raise PycpilotError(
+                f"{weights} does not fit {folder}/config.json: {name} is {shape} in the weights but {expected[name]} "
+                "by the config (was config.json edited, or copied from another model?)"
+            )
+
+
 def seal_problems(folder: Path) -> str | None:
     """How the model's files differ from what training recorded (its manifest, or a checkpoint's seal)."""
     from pycpilot.manifest import MANIFEST
@@ -88,16 +129,17 @@ def load_model(path: Path | str, dtype: Any = None) -> Loaded:
         raise PycpilotError(f"{folder}/config.json is not readable JSON (truncated or corrupt?)") from None
     if not isinstance(config, dict) or "model_type" not in config:
         raise PycpilotError(f"{folder}/config.json does not describe a model (no model_type)")
-    tokenizer = load_tokenizer(folder)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    model_config = _model_config(folder)  # before the tokenizer, which reads config.json too (and would be blamed)
+    _check_shapes(folder, model_config)
+    tokenizer = load_tokenizer(folder)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(folder), dtype=dtype or torch.float32, local_files_only=True, attn_implementation="sdpa"
         )
     except Exception as exc:  # safetensors, torch and json errors alike: a damaged or foreign folder
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise PycpilotError(f"cannot load the model in {folder}: {first}") from None
+        raise PycpilotError(f"cannot load the model in {folder}: {_reason(exc)}") from None
     model.eval()
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:  # its ids past the model's embeddings would crash the first forward pass

@@ -8,12 +8,13 @@ file (`--recipe run.yaml`: `train: {max_time: 10m}`); the command line wins.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pycpilot.checks import short
 from pycpilot.errors import PycpilotError
+from pycpilot.recipes import check_keys, read_mapping
 
 STAGES = ("data", "tokenizer", "pack", "train", "eval")
 # CodeParrot's familiar prompts (the seed's 7.4.5), completed at the end of a run; like theirs, no final newline.
@@ -95,37 +96,24 @@ def check_types(config_cls: type, values: dict[str, Any], stage: str) -> None:
         if "list[str]" in kinds:
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
                 continue
-            raise PycpilotError(f"{stage}.{name} must be a list of strings, not {value!r}")
+            raise PycpilotError(f"{stage}.{name} must be a list of strings, not {short(value)}")
         allowed = tuple(t for k in kinds for t in _KINDS.get(k, ()))
         if not allowed:
             continue  # a type this check does not know: the stage checks it
         if isinstance(value, bool) and bool not in allowed:
             allowed = ()
         if not isinstance(value, allowed):
-            raise PycpilotError(f"{stage}.{name} must be {' or '.join(kinds)}, not {value!r}")
+            raise PycpilotError(f"{stage}.{name} must be {' or '.join(kinds)}, not {short(value)}")
 
 
 def load_run_recipe(path: Path) -> dict[str, dict[str, Any]]:
     """A YAML or JSON recipe: a mapping of stage name -> {option: value} (names with - or _)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise PycpilotError(f"cannot read recipe {path}: {e}") from None
-    try:
-        if str(path).endswith((".yaml", ".yml")):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as e:  # yaml and json raise their own error types
-        raise PycpilotError(f"recipe {path} is not valid {'YAML' if str(path).endswith(('yaml', 'yml')) else 'JSON'}: "
-                            f"{str(e).splitlines()[0]}") from None  # fmt: skip
-    if data is None:
-        return {}
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+    data = read_mapping(path)
+    if not all(isinstance(v, dict) for v in data.values()):
         raise PycpilotError(f"recipe {path} must map stage names ({', '.join(STAGES)}) to settings")
     unknown = sorted(set(data) - set(STAGES))
     if unknown:
-        raise PycpilotError(f"recipe {path}: unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
+        raise PycpilotError(f"recipe {path}: unknown stage {short(unknown[0])} (stages: {', '.join(STAGES)})")
+    for stage, values in data.items():
+        check_keys(values, f"recipe {path}, {stage}")
     return {stage: {k.replace("-", "_"): v for k, v in values.items()} for stage, values in data.items()}

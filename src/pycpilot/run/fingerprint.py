@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pycpilot import __version__
+from pycpilot.checks import short
 from pycpilot.errors import PycpilotError
 
 # Settings that change how a stage runs, not what it writes.
@@ -71,7 +72,7 @@ def why(before: dict[str, Any] | None, settings: dict[str, Any], inputs: list[st
     old = before.get("settings", {})
     for key in sorted(set(old) | set(settings)):
         if old.get(key) != settings.get(key):
-            return f"{key} changed ({old.get(key)!r} -> {settings.get(key)!r})"
+            return f"{key} changed ({short(old.get(key))} -> {short(settings.get(key))})"
     if before.get("inputs") != inputs:
         changed = [i for i in inputs if i not in before.get("inputs", [])]
         if changed and changed[0].startswith("stage "):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hmac
 import html
 import json
+import logging
 import secrets
 import time
 import uuid
@@ -24,15 +24,18 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 
 from pycpilot.generate.complete import Completer, Completion
 from pycpilot.generate.text import Stopper
 from pycpilot.serve.config import LOOPBACK_ORIGINS, ServeConfig
+from pycpilot.serve.guard import Guard
 from pycpilot.serve.logprobs import logprobs_object
 from pycpilot.serve.requests import BadRequest, Sampling, parse_completion, parse_infill
 from pycpilot.serve.scheduler import Job, Scheduler
 
-OPEN_PATHS = {"/", "/playground.js", "/health"}  # no API key needed: the page asks for it, health says little
+LOG = logging.getLogger("uvicorn.error")  # uvicorn's own log: follows --log-level, one line per event
+OFF_LOOP_CHARS = 16_384  # prompts longer than this are tokenised in a thread (the tokenizer releases the GIL)
 POLL_S = 0.05  # how often a waiting non-streaming request looks for its client having gone
 
 
@@ -78,17 +81,18 @@ class Server:
         except Exception as e:
             raise WorkerError(f"{type(e).__name__}: {e}") from None
 
-    def submit(self, samplings: list[Sampling]) -> tuple[list[Job], list[int], asyncio.Queue] | Response:
+    async def submit(self, samplings: list[Sampling]) -> tuple[list[Job], list[int], asyncio.Queue] | Response:
         """Queue one job per prompt, all or none; or the error response (400 for a prompt that cannot fit
-        with its suffix, 503 when the queue is full)."""
+        with its suffix, 503 when the queue is full). Long prompts are tokenised off the event loop, so a
+        megabyte prompt does not hold up every other request (and /health)."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        jobs, cuts = [], []
+        size = sum(len(s.prompt) + len(s.suffix or "") for s in samplings)
         try:
-            for i, s in enumerate(samplings):
-                job, cut = self.job(s, _emitter(loop, events, i))
-                jobs.append(job)
-                cuts.append(cut)
+            if size > OFF_LOOP_CHARS:
+                jobs, cuts = await asyncio.to_thread(self._jobs, samplings, loop, events)
+            else:
+                jobs, cuts = self._jobs(samplings, loop, events)
         except BadRequest as e:
             return error(400, e.message, e.param)
         except Exception as e:  # the tokenizer or the fitting: the prompt, not the server
@@ -102,6 +106,16 @@ class Server:
                 })  # fmt: skip
         return jobs, cuts, events
 
+    def _jobs(
+        self, samplings: list[Sampling], loop: asyncio.AbstractEventLoop, events: asyncio.Queue
+    ) -> tuple[list[Job], list[int]]:
+        jobs, cuts = [], []
+        for i, s in enumerate(samplings):
+            job, cut = self.job(s, _emitter(loop, events, i))
+            jobs.append(job)
+            cuts.append(cut)
+        return jobs, cuts
+
 
 def _emitter(loop: asyncio.AbstractEventLoop, events: asyncio.Queue, index: int) -> Any:
     def emit(kind: str, row: int | None, value: Any) -> None:
@@ -111,8 +125,15 @@ def _emitter(loop: asyncio.AbstractEventLoop, events: asyncio.Queue, index: int)
     return emit
 
 
+class ClientGone(Exception):
+    """The client disconnected before its request was whole: nothing to answer, one log line."""
+
+
 async def read_body(request: Request) -> Any:
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        raise ClientGone from None
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -165,7 +186,8 @@ def create_app(cfg: ServeConfig, completer: Completer, start_worker: bool = True
 
     app = FastAPI(title="PYCPilot", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.server = server
-    app.add_middleware(Guard, cfg=cfg)  # inside CORS (added last, so outermost): a 401 still carries CORS headers
+    # Inside CORS (added last, so outermost): a 401 still carries CORS headers.
+    app.add_middleware(Guard, cfg=cfg, error=error)
     origins = [o for o in cfg.cors_origins if o != "*"]
     app.add_middleware(
         CORSMiddleware,
@@ -183,18 +205,24 @@ def create_app(cfg: ServeConfig, completer: Completer, start_worker: bool = True
     async def bad_request(request: Request, exc: BadRequest) -> Response:
         return error(exc.status, exc.message, exc.param, exc.code)
 
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone) -> Response:
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        LOG.warning("%s left while sending %s %s: request dropped", client, request.method, request.url.path)
+        return Response(status_code=499)
+
     @app.exception_handler(WorkerError)
     async def worker_failed(request: Request, exc: WorkerError) -> Response:
         return error(500, f"the model worker failed: {exc}", code="server_error")
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> dict[str, Any]:
         worker = server.scheduler.health()
         status = "ok" if worker["worker"] == "running" else "error"
         return {"status": status, "model": server.name, "engine": completer.engine, "context": server.context,
                 "last_error": server.scheduler.error, **worker}  # fmt: skip
 
-    @app.get("/v1/models")
+    @app.api_route("/v1/models", methods=["GET", "HEAD"])
     async def models() -> dict[str, Any]:
         card = {"id": server.name, "object": "model", "created": server.created, "owned_by": "pycpilot"}
         return {"object": "list", "data": [card]}
@@ -203,7 +231,7 @@ def create_app(cfg: ServeConfig, completer: Completer, start_worker: bool = True
     async def completions(request: Request) -> Response:
         body = await read_body(request)
         samplings, model = parse_completion(body, server.name, server.context, cfg.max_batch, cfg.default_scope)
-        submitted = server.submit(samplings)
+        submitted = await server.submit(samplings)
         if isinstance(submitted, Response):
             return submitted
         jobs, cuts, events = submitted
@@ -246,7 +274,7 @@ def create_app(cfg: ServeConfig, completer: Completer, start_worker: bool = True
         # Editors' infill wants the rest of the block by default, not the rest of the file.
         scope = "block" if cfg.default_scope == "file" else cfg.default_scope
         s = parse_infill(await read_body(request), server.context, scope)
-        submitted = server.submit([s])
+        submitted = await server.submit([s])
         if isinstance(submitted, Response):
             return submitted
         jobs, cuts, events = submitted
@@ -261,7 +289,7 @@ def create_app(cfg: ServeConfig, completer: Completer, start_worker: bool = True
         c = results[0][0]
         return JSONResponse({"content": c.text, "stop": True, **_infill_stats(server, jobs[0], cuts[0], c, start)})
 
-    @app.get("/")
+    @app.api_route("/", methods=["GET", "HEAD"])
     async def playground() -> Response:
         page = files("pycpilot.serve").joinpath("playground.html").read_text(encoding="utf-8")
         return HTMLResponse(page.replace("{{MODEL}}", html.escape(server.name)), headers=_PAGE_HEADERS)
@@ -279,59 +307,6 @@ _PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
-
-
-class Guard:
-    """API key and request size, as plain ASGI (so the routes still see the client leave): a body without a
-    Content-Length is read here up to the cap, then replayed."""
-
-    def __init__(self, app: Any, cfg: ServeConfig) -> None:
-        self.app, self.cfg = app, cfg
-        self.limit = cfg.max_request_kb * 1024
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] == "OPTIONS":  # CORS preflights: the CORS layer answers
-            return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        key = self.cfg.api_key
-        if key and scope["path"] not in OPEN_PATHS and not _authorized(headers, key):
-            message = "a valid API key is needed: Authorization: Bearer KEY or x-api-key: KEY"
-            return await error(401, message, code="invalid_api_key")(scope, receive, send)
-        too_large = error(413, f"the request body is larger than {self.cfg.max_request_kb} KiB", code="too_large")
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.isdigit() or int(length) > self.limit:
-                return await too_large(scope, receive, send)
-            return await self.app(scope, receive, send)
-        if scope["method"] != "POST":
-            return await self.app(scope, receive, send)
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                return await too_large(scope, receive, send)
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return await self.app(scope, replay, send)
-
-
-def _authorized(headers: dict[str, str], key: str) -> bool:
-    given = headers.get("x-api-key", "")
-    auth = headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    return bool(given) and hmac.compare_digest(given.encode(), key.encode())
 
 
 def _cut_warning(cuts: list[int]) -> str | None:

@@ -20,6 +20,8 @@ class ServeConfig:
     port: int = 8000
     api_key: str | None = None  # then every API call needs `Authorization: Bearer KEY` or `x-api-key: KEY`
     cors_origins: list[str] = field(default_factory=list)  # beyond loopback pages; "*" for any
+    # Host names beyond localhost, IP addresses and --host that requests may name ("*": any; see guard.py)
+    allowed_hosts: list[str] = field(default_factory=list)
     model_name: str | None = None  # default: pycpilot-<folder name>, never containing "gpt"
     max_batch: int = 8  # rows decoded side by side (a request takes n of them)
     queue_size: int = 32  # requests waiting beyond those running; past it: 503 + Retry-After
@@ -44,6 +46,7 @@ class ServeConfig:
             (self.api_key is None or len(self.api_key) >= 8, "--api-key must be at least 8 characters"),
             (self.model_name is None or "gpt" not in self.model_name.lower(), _GPT_NAME),
             (all(o == "*" or re.fullmatch(r"https?://[^/\s]+", o) for o in self.cors_origins), _ORIGIN),
+            (all(h == "*" or re.fullmatch(r"[A-Za-z0-9.-]{1,253}", h) for h in self.allowed_hosts), _HOST),
         ]
         for ok, message in checks:
             if not ok:
@@ -58,4 +61,5 @@ class ServeConfig:
 
 
 _GPT_NAME = '--model-name must not contain "gpt": clients switch to chat-style prompts on that word'
+_HOST = "--allowed-host takes a host name like example.lan (no scheme, port or path) or *"
 _ORIGIN = "--cors-origin takes an origin like https://example.com (scheme and host, no path) or *"

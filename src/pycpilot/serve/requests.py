@@ -17,13 +17,18 @@ MAX_STOPS = 4
 MAX_LOGPROBS = 5
 
 
+# OpenAI's error types by status; other 4xx are invalid requests, 5xx server errors.
+ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
+               429: "rate_limit_error", 503: "server_error"}  # fmt: skip
+
+
 class BadRequest(Exception):
     def __init__(self, message: str, param: str | None = None, code: str | None = None, status: int = 400) -> None:
         super().__init__(message)
         self.message, self.param, self.code, self.status = message, param, code, status
 
     def body(self) -> dict[str, Any]:
-        kind = "invalid_request_error" if self.status == 400 else "server_error"
+        kind = ERROR_TYPES.get(self.status, "invalid_request_error" if self.status < 500 else "server_error")
         return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
 
 

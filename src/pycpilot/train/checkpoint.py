@@ -112,7 +112,7 @@ def check_whole(path: Path) -> dict[str, Any]:
         files = seal["files"]
         seal["fingerprint"].items()
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise DamagedCheckpoint(f"checkpoint {path} has no readable {SEAL}: it is incomplete or not a checkpoint") from None
+        raise DamagedCheckpoint(f"checkpoint {path} has no readable {SEAL}: incomplete or not a checkpoint") from None
     problems = broken_files(path, files)
     # Seals from before per-file hashes: sizes above, the training state's hash here.
     if not problems and "state_sha256" in seal and sha256_file(path / STATE) != seal["state_sha256"]:

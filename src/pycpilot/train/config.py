@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from pycpilot.checks import Range, check_ranges
+from pycpilot.checks import Range, check_ranges, short
 from pycpilot.errors import PycpilotError
 from pycpilot.presets import Preset, get_preset
+from pycpilot.recipes import read_mapping
 from pycpilot.train.optim import OPTIMIZERS, SCHEDULES
 
 DEFAULT_PRESET = "tiny"
@@ -163,32 +163,13 @@ def parse_duration(text: str) -> float:
 
 def load_recipe(path: Path) -> dict[str, Any]:
     """A YAML or JSON file of TrainConfig fields (dashes or underscores), checked field by field."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PycpilotError(f"cannot read recipe {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise PycpilotError(f"recipe {path} is not UTF-8 text") from None
-    try:
-        if str(path).endswith(".json"):
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as exc:  # yaml and json both: one line naming the file and the place
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PycpilotError(f"recipe {path} is malformed: {first}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise PycpilotError(f"recipe {path} must be a mapping of settings, not {type(data).__name__}")
+    data = read_mapping(path)
     known = {f.name: f for f in fields(TrainConfig)}
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
         if name not in known or name in ("packed", "out"):
-            raise PycpilotError(f"recipe {path}: unknown setting {key!r}")
+            raise PycpilotError(f"recipe {path}: unknown setting {short(key)}")
         out[name] = _coerce(path, key, value, str(known[name].type))
     return out
 
@@ -206,5 +187,5 @@ def _coerce(path: Path, key: str, value: Any, annotation: str) -> Any:
                     raise ValueError
                 return cast(float(value)) if kind == "int" else cast(value)
             except (TypeError, ValueError):
-                raise PycpilotError(f"recipe {path}: {key} must be {kind}, got {value!r}") from None
+                raise PycpilotError(f"recipe {path}: {key} must be {kind}, got {short(value)}") from None
     return value
