@@ -61,7 +61,7 @@ def test_malformed_run_recipes_are_one_line(text: str, message: str, tmp_path: P
 
 def test_a_huge_recipe_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
     path = write(tmp_path / "big.yaml", "train:\n" + "  # padding\n" * 200_000)
-    with pytest.raises(PycpilotError, match=r"big.yaml is [\d,]+ bytes: too large for a recipe"):
+    with pytest.raises(PycpilotError, match=r"big.yaml is over [\d,]+ bytes: too large for a recipe"):
         read_mapping(path)
 
 
@@ -75,3 +75,5 @@ def test_messages_show_a_short_prefix_never_the_whole_value(tmp_path: Path) -> N
     assert "(5,000 characters)" in str(caught.value) and len(str(caught.value)) < 300
     with pytest.raises(PycpilotError, match="setting names must be text"):
         load_recipe(write(tmp_path / "k.yaml", "3: 4\n"))
+    with pytest.raises(PycpilotError, match=r"batch_size must be int, got inf"):
+        load_recipe(write(tmp_path / "inf.yaml", "batch_size: .inf\n"))

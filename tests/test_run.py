@@ -108,6 +108,19 @@ def test_an_interrupted_training_resumes(corpus: Path, tmp_path: Path) -> None:
     assert "train: running (resuming the interrupted training)" in "\n".join(lines)
     assert json.loads((out / "model" / "manifest.json").read_text())["result"]["steps"] == 30
 
+    # Interrupted again, and now every checkpoint is damaged: training starts over instead of failing each time.
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    for ckpt in (out / "model" / "checkpoints").iterdir():
+        weights = ckpt / "model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-3] ^= 1
+        weights.write_bytes(bytes(data))
+    lines.clear()
+    run(_cfg(corpus, out), say=lines.append)
+    said = "\n".join(lines)
+    assert "train: running (" in said and "resuming" not in said, lines
+    assert json.loads((out / "model" / "manifest.json").read_text())["result"]["steps"] == 30
+
 
 def test_bad_run_folders_and_settings_are_one_line_errors(corpus: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
@@ -136,6 +149,10 @@ def test_bad_run_folders_and_settings_are_one_line_errors(corpus: Path, tmp_path
         ({"train": {"n_positions": 32}}, "train.n_positions 32 is shorter than pack.context_length 64"),
         ({"pack": {"fim_rate": 2.0}}, r"--pack\.fim-rate must be in \[0, 1\]"),
         ({"data": {"num_perm": 1}}, r"--data\.num-perm must be between 2 and 4096"),
+        ({"tokenizer": {"vocab_size": 70_000}, "pack": {"dtype": "uint16"}}, "uint16 cannot hold token ids"),
+        ({"train": {"precision": "fp16"}}, r"--train\.precision fp16 needs a CUDA GPU"),
+        ({"eval": {"temperature": 1e-9}}, r"--eval\.temperature must be 0 \(greedy\) or between"),
+        ({"train": {"b" * 100_000: 1}}, r"unknown train setting 'bbbb[b]*'\.\.\. \(100,000 characters\)"),
     ],
 )
 def test_every_stage_setting_is_checked_before_the_first_stage(

@@ -419,7 +419,8 @@ def test_loading_a_changed_model_warns(packed: Path, tmp_path: Path, capsys: pyt
         ({"n_head": 0}, r"--n-head must be between 1 and 1,024, not 0"),
         ({"n_embd": -8}, r"--n-embd must be between 1 and 65,536, not -8"),
         ({"eval_blocks": -1}, r"--eval-blocks must be at least 1, not -1"),
-        ({"lr": float("nan")}, r"--lr must be between 0 and 100, not nan"),
+        ({"lr": float("nan")}, r"--lr must be positive"),
+        ({"epochs": float("inf")}, r"--epochs must be positive \(and at most 1e6\)"),
     ],
 )
 def test_bad_settings_fail_before_any_work(kw: dict, message: str, packed: Path, tmp_path: Path) -> None:

@@ -194,7 +194,7 @@ def test_a_corpus_too_small_for_the_budget_is_said_so(packed: Path, tmp_path: Pa
         ({"schedule": "linear"}, "--schedule must be one of cosine, wsd"),
         ({"decay": 0.0}, r"--decay must be in \(0, 1\]"),
         ({"muon_lr": -1.0}, "--muon-lr must be positive"),
-        ({"muon_weight_decay": -0.1}, "--muon-weight-decay must be >= 0"),
+        ({"muon_weight_decay": -0.1}, "--muon-weight-decay must be between 0 and 10, not -0.1"),
     ],
 )
 def test_bad_recipe_settings_fail_before_any_work(kw: dict, message: str, packed: Path, tmp_path: Path) -> None:

@@ -20,10 +20,11 @@ def read_mapping(path: Path, what: str = "recipe") -> dict[str, Any]:
     """The file's top-level mapping ({} for an empty file); one-line errors naming the file and the problem."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise PycpilotError(f"{what} {path} is {size:,} bytes: too large for a recipe (at most {MAX_BYTES:,})")
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:  # read to the cap, not to the size stat() says (a pipe says 0)
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise PycpilotError(f"{what} {path} is over {MAX_BYTES:,} bytes: too large for a recipe")
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise PycpilotError(f"cannot read {what} {path}: {exc.strerror or type(exc).__name__}") from None
     except UnicodeDecodeError:

@@ -334,7 +334,9 @@ def describe_isolation(cfg: SandboxConfig | None = None) -> dict[str, Any]:
 _warned = False
 
 
-def _mode(cfg: SandboxConfig) -> str:
+def sandbox_mode(cfg: SandboxConfig) -> str:
+    """The isolation programs will run in, namespaces or weak (warned once); a one-line refusal where neither
+    may run generated code."""
     global _warned
     if sys.platform != "linux":
         raise PycpilotError(f"the sandbox that runs generated code needs Linux (this is {sys.platform})")
@@ -366,7 +368,7 @@ def run_programs(programs: list[str], cfg: SandboxConfig | None = None, progress
     cfg.validate()
     if not programs:
         return []
-    settings = _settings(cfg, _mode(cfg))
+    settings = _settings(cfg, sandbox_mode(cfg))
     data = [_encode(p) for p in programs]
     results: list[Result | None] = [None] * len(data)
     order = iter(range(len(data)))

@@ -7,6 +7,7 @@ local Hugging Face causal-LM folder with a tokenizer.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -76,9 +77,7 @@ def _check_shapes(folder: Path, config: Any) -> None:
             stored = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - not a dict
         with torch.device("meta"):
             expected = {k: list(v.shape) for k, v in AutoModelForCausalLM.from_config(config).state_dict().items()}
-    except Exception as exc:  # a header safetensors cannot read: from_pretrained names it below
-        if isinstance(exc, PycpilotError):
-            raise
+    except Exception:  # a header safetensors cannot read: from_pretrained names it below
         return
     for name, shape in stored.items():
         if name in expected and expected[name] != shape:
@@ -86,6 +85,16 @@ def _check_shapes(folder: Path, config: Any) -> None:
                 f"{weights} does not fit {folder}/config.json: {name} is {shape} in the weights but {expected[name]} "
                 "by the config (was config.json edited, or copied from another model?)"
             )
+
+
+def _stat_key(folder: Path) -> tuple:
+    """What changes when any file of the folder does (so a folder loaded again is hashed once)."""
+    return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
+
+
+@functools.lru_cache(maxsize=16)
+def _checked_seal(folder: Path, key: tuple) -> str | None:
+    return seal_problems(folder)
 
 
 def seal_problems(folder: Path) -> str | None:
@@ -120,7 +129,7 @@ def load_model(path: Path | str, dtype: Any = None) -> Loaded:
     from pycpilot.tokenizer.load import load_tokenizer
 
     folder, note = resolve_model_dir(Path(path))
-    changed = seal_problems(folder)
+    changed = _checked_seal(folder, _stat_key(folder))
     if changed:
         _warn(changed)
     try:

@@ -39,12 +39,19 @@ class EvalPlan:
         checks = [
             (0 <= self.humaneval_limit <= 164, "--eval.humaneval-limit must be between 0 and 164"),
             (self.n >= 1, "--eval.n must be at least 1"),
-            (0 <= self.temperature <= 2, "--eval.temperature must be between 0 and 2"),
+            (
+                self.temperature == 0 or 1e-6 <= self.temperature <= 2,
+                "--eval.temperature must be 0 (greedy) or between 1e-06 and 2",
+            ),
             (self.lines >= 0, "--eval.lines must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise PycpilotError(message)
+        if self.humaneval_limit:  # HumanEval runs generated code: refuse now, not after training, if it cannot
+            from pycpilot.evaluate.sandbox import SandboxConfig, sandbox_mode
+
+            sandbox_mode(SandboxConfig(allow_weak_sandbox=self.allow_weak_sandbox))
 
 
 @dataclass
@@ -76,7 +83,7 @@ class RunConfig:
         given = self.stage("eval")
         unknown = sorted(set(given) - names)
         if unknown:
-            raise PycpilotError(f"unknown eval setting {unknown[0]!r}: eval takes {', '.join(sorted(names))}")
+            raise PycpilotError(f"unknown eval setting {short(unknown[0])}: eval takes {', '.join(sorted(names))}")
         check_types(EvalPlan, given, "eval")
         plan = EvalPlan(**given)
         plan.validate()

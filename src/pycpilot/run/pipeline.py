@@ -117,6 +117,11 @@ def _check_across(configs: dict[str, Any]) -> None:
             f"train.n_positions {positions} is shorter than pack.context_length {context}: the model could not "
             "read a whole block"
         )
+    vocab = configs["tokenizer"].resolved_vocab_size()
+    if configs["pack"].dtype == "uint16" and vocab > 1 << 16:
+        raise PycpilotError(
+            f"pack.dtype uint16 cannot hold token ids of a {vocab:,}-token vocabulary: use auto or uint32"
+        )
 
 
 def _clock(seconds: float) -> str:

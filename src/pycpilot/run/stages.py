@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pycpilot.checks import short
 from pycpilot.errors import PycpilotError
 from pycpilot.manifest import MANIFEST
 from pycpilot.run.config import check_types
@@ -37,13 +38,13 @@ def _build(config_cls: type, given: dict[str, Any], fixed: dict[str, Any], stage
     names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(given) - names)
     if unknown:
-        raise PycpilotError(f"unknown {stage} setting {unknown[0]!r} (see `pycpilot {stage} --help`)")
+        raise PycpilotError(f"unknown {stage} setting {short(unknown[0])} (see `pycpilot {stage} --help`)")
     check_types(config_cls, given, stage)
     config = config_cls(**{**given, **fixed})
     try:
         config.validate()  # bounds and combinations, before any stage runs
     except PycpilotError as exc:  # the stage's own flags, as `run` spells them: --n-layer -> --train.n-layer
-        raise PycpilotError(re.sub(r"--(?!source)(?=[a-z])", f"--{stage}.", str(exc))) from None
+        raise PycpilotError(re.sub(r"(?<![\w/-])--(?!source)(?=[a-z])", f"--{stage}.", str(exc))) from None
     return config
 
 
@@ -176,7 +177,8 @@ class Train:
     def resumable(f: Folders) -> bool:
         from pycpilot.train import checkpoint
 
-        return bool(checkpoint.sealed_checkpoints(f.model / "checkpoints"))
+        # Only whole checkpoints count: with every one damaged, training starts over instead of failing for ever.
+        return checkpoint.newest_whole(f.model / "checkpoints")[0] is not None
 
 
 class Eval:

@@ -12,7 +12,7 @@ import contextlib
 import functools
 import html
 import json
-import logging
+import os
 import secrets
 import time
 import uuid
@@ -29,12 +29,11 @@ from starlette.requests import ClientDisconnect
 from pycpilot.generate.complete import Completer, Completion
 from pycpilot.generate.text import Stopper
 from pycpilot.serve.config import LOOPBACK_ORIGINS, ServeConfig
-from pycpilot.serve.guard import Guard
+from pycpilot.serve.guard import Guard, log_gone
 from pycpilot.serve.logprobs import logprobs_object
 from pycpilot.serve.requests import BadRequest, Sampling, parse_completion, parse_infill
 from pycpilot.serve.scheduler import Job, Scheduler
 
-LOG = logging.getLogger("uvicorn.error")  # uvicorn's own log: follows --log-level, one line per event
 OFF_LOOP_CHARS = 16_384  # prompts longer than this are tokenised in a thread (the tokenizer releases the GIL)
 POLL_S = 0.05  # how often a waiting non-streaming request looks for its client having gone
 
@@ -59,6 +58,8 @@ class Server:
         # editor's growing file keeps its first tokens (and the prompt cache its hits) across keystrokes.
         self.cut_step = max(1, self.context // 8) if self.scheduler.prompt_cache else 1
         self.created = int(time.time())
+        self.tokenizing = asyncio.Semaphore(max(1, min(4, os.cpu_count() or 1)))  # long prompts at once, off-loop
+        completer.tokens("x")  # the tokenizer sets its state on its first call: not from two threads at once
 
     def job(self, s: Sampling, emit: Any) -> tuple[Job, int]:
         """A worker job for one prompt, and how many prompt tokens were cut to fit the context."""
@@ -88,9 +89,12 @@ class Server:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         size = sum(len(s.prompt) + len(s.suffix or "") for s in samplings)
+        if not self.scheduler.admit(len(samplings)):  # a full queue refuses before any tokenizing
+            return _busy()
         try:
             if size > OFF_LOOP_CHARS:
-                jobs, cuts = await asyncio.to_thread(self._jobs, samplings, loop, events)
+                async with self.tokenizing:
+                    jobs, cuts = await asyncio.to_thread(self._jobs, samplings, loop, events)
             else:
                 jobs, cuts = self._jobs(samplings, loop, events)
         except BadRequest as e:
@@ -101,9 +105,7 @@ class Server:
             if not self.scheduler.submit(job):
                 for earlier in jobs[:k]:
                     earlier.cancelled.set()
-                return error(503, "the server is busy: too many requests are queued", code="overloaded", **{
-                    "Retry-After": "1"
-                })  # fmt: skip
+                return _busy()
         return jobs, cuts, events
 
     def _jobs(
@@ -115,6 +117,10 @@ class Server:
             jobs.append(job)
             cuts.append(cut)
         return jobs, cuts
+
+
+def _busy() -> Response:
+    return error(503, "the server is busy: too many requests are queued", code="overloaded", **{"Retry-After": "1"})
 
 
 def _emitter(loop: asyncio.AbstractEventLoop, events: asyncio.Queue, index: int) -> Any:
@@ -199,7 +205,7 @@ def create_app(cfg: ServeConfig, completer: Completer, start_worker: bool = True
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return error(exc.status_code, str(exc.detail))
+        return error(exc.status_code, str(exc.detail), **(exc.headers or {}))  # 405 keeps its Allow
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> Response:
@@ -207,8 +213,7 @@ def create_app(cfg: ServeConfig, completer: Completer, start_worker: bool = True
 
     @app.exception_handler(ClientGone)
     async def client_gone(request: Request, exc: ClientGone) -> Response:
-        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
-        LOG.warning("%s left while sending %s %s: request dropped", client, request.method, request.url.path)
+        log_gone(request.scope)
         return Response(status_code=499)
 
     @app.exception_handler(WorkerError)
@@ -294,7 +299,7 @@ def create_app(cfg: ServeConfig, completer: Completer, start_worker: bool = True
         page = files("pycpilot.serve").joinpath("playground.html").read_text(encoding="utf-8")
         return HTMLResponse(page.replace("{{MODEL}}", html.escape(server.name)), headers=_PAGE_HEADERS)
 
-    @app.get("/playground.js")
+    @app.api_route("/playground.js", methods=["GET", "HEAD"])
     async def playground_js() -> Response:
         script = files("pycpilot.serve").joinpath("playground.js").read_text(encoding="utf-8")
         return Response(script, media_type="text/javascript", headers=_PAGE_HEADERS)

@@ -46,7 +46,7 @@ class ServeConfig:
             (self.api_key is None or len(self.api_key) >= 8, "--api-key must be at least 8 characters"),
             (self.model_name is None or "gpt" not in self.model_name.lower(), _GPT_NAME),
             (all(o == "*" or re.fullmatch(r"https?://[^/\s]+", o) for o in self.cors_origins), _ORIGIN),
-            (all(h == "*" or re.fullmatch(r"[A-Za-z0-9.-]{1,253}", h) for h in self.allowed_hosts), _HOST),
+            (all(h == "*" or re.fullmatch(r"[A-Za-z0-9._-]{1,253}", h) for h in self.allowed_hosts), _HOST),
         ]
         for ok, message in checks:
             if not ok:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import socket
 from typing import Any
 
@@ -22,6 +23,14 @@ from pycpilot.serve.config import ServeConfig
 
 OPEN_PATHS = {"/", "/playground.js", "/health"}  # no API key needed: the page asks for it, health says little
 JSON_ROUTES = {"/v1/completions", "/infill"}
+LOG = logging.getLogger("uvicorn.error")  # uvicorn's own log: follows --log-level
+
+
+def log_gone(scope: dict) -> None:
+    """One line for a client that disconnected before its request was whole (never a traceback)."""
+    client = scope.get("client")
+    who = f"{client[0]}:{client[1]}" if client else "a client"
+    LOG.warning("%s left while sending %s %s: request dropped", who, scope.get("method"), scope.get("path"))
 
 
 def allowed_hosts(cfg: ServeConfig) -> set[str] | None:
@@ -111,6 +120,7 @@ class Guard:
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
+                log_gone(scope)
                 return None
             body += message.get("body", b"")
             more = message.get("more_body", False)

@@ -108,6 +108,15 @@ class Scheduler:
             self.cond.notify()
             return True
 
+    def admit(self, jobs: int) -> bool:
+        """Whether `jobs` more would fit in the queue now (checked before the work of preparing them; submit
+        checks again); a refusal counts as rejected."""
+        with self.cond:
+            if len(self.pending) + jobs <= self.queue_size and not self.stopping:
+                return True
+            self.stats["rejected"] += 1
+            return False
+
     def health(self) -> dict[str, Any]:
         with self.cond:
             return {

@@ -105,27 +105,30 @@ def sealed_checkpoints(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def check_whole(path: Path) -> dict[str, Any]:
-    """The checkpoint's seal, after checking every file it lists (size and SHA-256); DamagedCheckpoint if not."""
+def read_seal(path: Path) -> dict[str, Any]:
+    """The checkpoint's seal as written (its files not checked: see check_whole)."""
     try:
         seal = json.loads((path / SEAL).read_text())
-        files = seal["files"]
+        seal["files"].items()
         seal["fingerprint"].items()
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise DamagedCheckpoint(f"checkpoint {path} has no readable {SEAL}: incomplete or not a checkpoint") from None
-    problems = broken_files(path, files)
-    # Seals from before per-file hashes: sizes above, the training state's hash here.
-    if not problems and "state_sha256" in seal and sha256_file(path / STATE) != seal["state_sha256"]:
-        problems.append(f"{STATE} does not match its recorded SHA-256")
-    if problems:
-        raise DamagedCheckpoint(f"checkpoint {path} is damaged: {'; '.join(problems[:3])}")
     return seal
 
 
-def verify(path: Path, model_config: Any) -> dict[str, Any]:
-    """The checkpoint's seal, after checking it is whole and belongs to this model; one-line errors."""
-    seal = check_whole(path)
-    check_fits(path, seal, model_config)
+def check_whole(path: Path) -> dict[str, Any]:
+    """The checkpoint's seal, after checking every file it lists (size and SHA-256); DamagedCheckpoint if not."""
+    seal = read_seal(path)
+    problems = broken_files(path, seal["files"])
+    # Seals from before per-file hashes: sizes above, the training state's hash here.
+    if not problems and "state_sha256" in seal:
+        try:
+            if sha256_file(path / STATE) != seal["state_sha256"]:
+                problems.append(f"{STATE} does not match its recorded SHA-256")
+        except OSError as exc:
+            problems.append(f"{STATE} cannot be read ({exc.strerror or type(exc).__name__})")
+    if problems:
+        raise DamagedCheckpoint(f"checkpoint {path} is damaged: {'; '.join(problems[:3])}")
     return seal
 
 
@@ -150,8 +153,10 @@ def newest_whole(folder: Path) -> tuple[tuple[Path, dict[str, Any]] | None, list
 
 def set_aside(path: Path) -> Path:
     """Rename a damaged checkpoint out of the `step-*` namespace, so neither resume nor keep-last sees it."""
-    target = path.with_name(SET_ASIDE + path.name)
-    shutil.rmtree(target, ignore_errors=True)
+    target, n = path.with_name(SET_ASIDE + path.name), 1
+    while target.exists():  # an earlier one of the same step is kept too
+        n += 1
+        target = path.with_name(f"{SET_ASIDE}{path.name}.{n}")
     os.replace(path, target)
     return target
 

@@ -94,10 +94,9 @@ class TrainConfig:
         """Every setting's type, bounds and combinations, before anything is read or written."""
         check_ranges(self, _RANGES)
         checks = [
-            (self.resolved("lr") > 0, "--lr must be positive"),
+            (0 < self.resolved("lr") <= 100, "--lr must be positive (and at most 100)"),
             (self.resolved("optimizer") in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (self.resolved("muon_lr") > 0, "--muon-lr must be positive"),
-            (self.muon_weight_decay >= 0, "--muon-weight-decay must be >= 0"),
+            (0 < self.resolved("muon_lr") <= 100, "--muon-lr must be positive (and at most 100)"),
             (self.resolved("schedule") in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
             (0 < self.resolved("decay") <= 1, "--decay must be in (0, 1]"),
             (0 <= self.resolved("min_lr_ratio") <= 1, "--min-lr-ratio must be in [0, 1]"),
@@ -106,9 +105,9 @@ class TrainConfig:
             (0 <= self.resolved("seq_warmup") < 1, "--seq-warmup must be in [0, 1)"),
             (self.resolved("batch_size") >= 1, "--batch-size must be at least 1"),
             (self.grad_accum >= 1, "--grad-accum must be at least 1"),
-            (self.grad_clip >= 0, "--grad-clip must be >= 0 (0 turns clipping off)"),
+            (0 <= self.grad_clip <= 1e6, "--grad-clip must be between 0 (no clipping) and 1e6"),
             (0 <= self.beta1 < 1 and 0 <= self.resolved("beta2") < 1, "--beta1 and --beta2 must be in [0, 1)"),
-            (self.epochs is None or self.epochs > 0, "--epochs must be positive"),
+            (self.epochs is None or 0 < self.epochs <= 1e6, "--epochs must be positive (and at most 1e6)"),
             (self.max_steps is None or self.max_steps > 0, "--max-steps must be positive"),
             (self.eval_every >= 1 and self.log_every >= 1, "--eval-every and --log-every must be at least 1"),
             (self.save_every is None or self.save_every >= 1, "--save-every must be at least 1"),
@@ -124,6 +123,12 @@ class TrainConfig:
             if not ok:
                 raise PycpilotError(message)
         self.budget_seconds()  # a malformed --max-time fails here
+        import torch
+
+        if self.precision == "fp16" and not torch.cuda.is_available():
+            raise PycpilotError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on a CPU")
+        if self.optimizer == "muon" and self.fsdp == "on":
+            raise PycpilotError("--optimizer muon needs whole weight matrices: use --fsdp off (DDP) or adamw")
 
 
 # Bounds of the numeric settings; finer rules (strict bounds, combinations) are in validate().
@@ -132,9 +137,8 @@ _RANGES: dict[str, Range] = {
     "n_head": (1, 1024),
     "n_embd": (1, 65536),
     "n_positions": (2, 1 << 20),
-    "lr": (0, 100),
-    "muon_lr": (0, 100),
     "weight_decay": (0, 10),
+    "muon_weight_decay": (0, 10),
     "warmup_steps": (0, None),
     "batch_size": (1, 1 << 20),
     "grad_accum": (1, 1 << 20),
@@ -186,6 +190,6 @@ def _coerce(path: Path, key: str, value: Any, annotation: str) -> Any:
                 if kind == "int" and (isinstance(value, bool) or float(value) != int(float(value))):
                     raise ValueError
                 return cast(float(value)) if kind == "int" else cast(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise PycpilotError(f"recipe {path}: {key} must be {kind}, got {short(value)}") from None
     return value

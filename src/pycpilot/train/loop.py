@@ -6,6 +6,7 @@ micro-batch, clip, step, schedule -> log / evaluate / checkpoint -> final model,
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -92,20 +93,7 @@ def _prepare_out(cfg: TrainConfig, out: Path, rt: Runtime) -> tuple[Path, dict] 
     """Clear or check `out`; for --resume, the newest whole checkpoint (newer damaged ones are set aside)."""
     has_checkpoints = bool(ckpt.sealed_checkpoints(out / "checkpoints"))
     if cfg.resume:
-        start, damaged = ckpt.newest_whole(out / "checkpoints")
-        if start is None:
-            why = f" ({damaged[0][1]})" if damaged else ""
-            raise PycpilotError(f"--resume: {out} has no complete checkpoint to continue from{why}")
-        rt.barrier()
-        if rt.main:
-            for path, why in damaged:  # out of the step-* names, or keep-last could delete the new saves
-                moved = ckpt.set_aside(path)
-                print(f"train: warning: {why}; moved to {moved.name}", file=sys.stderr, flush=True)
-            # what a killed save left half-written (its process id differs from ours)
-            for leftover in [*out.glob(".final.tmp-*"), *(out / "checkpoints").glob(".step-*.tmp-*")]:
-                shutil.rmtree(leftover, ignore_errors=True)
-        rt.barrier()
-        return start
+        return _resume_point(out, rt)
     if out.exists() and any(out.iterdir()):
         if not cfg.overwrite:
             hint = " (--resume continues it)" if has_checkpoints else ""
@@ -117,6 +105,30 @@ def _prepare_out(cfg: TrainConfig, out: Path, rt: Runtime) -> tuple[Path, dict] 
             shutil.rmtree(out)
         out.mkdir(parents=True)
     rt.barrier()
+
+
+def _resume_point(out: Path, rt: Runtime) -> tuple[Path, dict]:
+    """The newest whole checkpoint, chosen by rank 0 alone (the ranks must agree, and hashing once is enough):
+    newer damaged ones are set aside, out of the step-* names, or keep-last could delete the new saves."""
+    folder, step, why = out / "checkpoints", -1, ""
+    if rt.main:
+        start, damaged = ckpt.newest_whole(folder)
+        for path, reason in damaged:
+            try:
+                reason += f"; moved to {ckpt.set_aside(path).name}"
+            except OSError as exc:
+                reason += f"; could not be moved aside ({exc.strerror})"
+            print(f"train: warning: {reason}", file=sys.stderr, flush=True)
+        step = ckpt.step_of(start[0]) if start else -1
+        why = f" ({damaged[0][1]})" if damaged and not start else ""
+        # what a killed save left half-written (its process id differs from ours)
+        for leftover in [*out.glob(".final.tmp-*"), *folder.glob(".step-*.tmp-*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+    step = int(rt.all_sum(torch.tensor([step if rt.main else 0], dtype=torch.int64, device=rt.device)).item())
+    if step < 0:
+        raise PycpilotError(f"--resume: {out} has no complete checkpoint to continue from{why}")
+    path = folder / f"{ckpt.PREFIX}{step:07d}"
+    return path, ckpt.read_seal(path)
 
 
 def _inputs(cfg: TrainConfig) -> tuple[dict, PackedDataset, PackedDataset, Any]:
@@ -399,13 +411,13 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     weights = sharding.full_model_state(lossy, fsdp)  # a collective: every rank takes part
     if rt.main:
         files = _export_final(out, model, weights, tokenizer)
+        manifest = _write_manifest(  # at once: the new files' hashes replace the old ones'
+            out, cfg, pack, model_config, params, rt, status="done", extra=summary, sizing=sizing, files=files
+        )
         plot_losses(
             out / "metrics.jsonl",
             out / "loss.png",
             f"{cfg.preset_name}: {model_config.n_layer}x{model_config.n_embd}, valid bpb {summary['valid_bpb']:.3f}",
-        )
-        manifest = _write_manifest(
-            out, cfg, pack, model_config, params, rt, status="done", extra=summary, sizing=sizing, files=files
         )
     else:
         manifest = {}
@@ -561,6 +573,14 @@ def _export_final(out: Path, model: Any, weights: dict | None, tokenizer: Any) -
     return files
 
 
+def _recorded_files(out: Path) -> dict | None:
+    try:
+        files = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return files if isinstance(files, dict) else None
+
+
 def _write_manifest(
     out: Path,
     cfg: TrainConfig,
@@ -574,6 +594,8 @@ def _write_manifest(
     files: dict | None = None,
 ) -> dict:
     config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+    if files is None:  # a resumed run: the final model of before is still at the top of `out`, still checked
+        files = _recorded_files(out)
     manifest = base_manifest("train", config)
     manifest.update(
         {
