@@ -184,7 +184,7 @@ def _tokenizer_without_fim(stage_dirs, folder: Path) -> Path:
             {},
             "missing tokenizer_config.json",
         ),
-        (lambda sd, t: {}, {"context_length": 1}, "--context-length must be at least 2"),
+        (lambda sd, t: {}, {"context_length": 1}, "--context-length must be between 2 and"),
         (lambda sd, t: {}, {"context_length": 4096}, "larger than models for this tokenizer use \\(1024 positions"),
         (lambda sd, t: {"data": t}, {}, "is not a saved DatasetDict"),
         (
@@ -192,7 +192,7 @@ def _tokenizer_without_fim(stage_dirs, folder: Path) -> Path:
             {"fim_rate": 0.5},
             "lacks <fim_prefix>, <fim_middle>, <fim_suffix>: pass --fim-rate 0",
         ),
-        (lambda sd, t: {}, {"fim_rate": 1.5}, "--fim-rate must be in"),
+        (lambda sd, t: {}, {"fim_rate": 1.5}, "--fim-rate must be between 0 and 1, not 1.5"),
     ],
 )
 def test_bad_input_fails_in_one_line(setup, kw: dict, message: str, stage_dirs, tmp_path: Path) -> None:

@@ -412,15 +412,15 @@ def test_loading_a_changed_model_warns(packed: Path, tmp_path: Path, capsys: pyt
         ),
         ({"max_time": "soon"}, "is not a duration"),
         ({"n_embd": 30, "n_head": 4}, "--n-embd must be a multiple of --n-head"),
-        ({"precision": "fp8"}, "--precision must be auto, fp32, bf16 or fp16"),
+        ({"precision": "fp8"}, "--precision must be one of auto, fp32, bf16, fp16, not 'fp8'"),
         ({"precision": "fp16"}, "--precision fp16 needs a CUDA GPU"),
         ({"n_layer": -3}, r"--n-layer must be between 1 and 1,024, not -3"),
         ({"n_layer": 0}, r"--n-layer must be between 1 and 1,024, not 0"),
         ({"n_head": 0}, r"--n-head must be between 1 and 1,024, not 0"),
         ({"n_embd": -8}, r"--n-embd must be between 1 and 65,536, not -8"),
         ({"eval_blocks": -1}, r"--eval-blocks must be at least 1, not -1"),
-        ({"lr": float("nan")}, r"--lr must be positive"),
-        ({"epochs": float("inf")}, r"--epochs must be positive \(and at most 1e6\)"),
+        ({"lr": float("nan")}, r"--lr must be in \(0, 100\], not nan"),
+        ({"epochs": float("inf")}, r"--epochs must be in \(0, 1,000,000\], not inf"),
     ],
 )
 def test_bad_settings_fail_before_any_work(kw: dict, message: str, packed: Path, tmp_path: Path) -> None:

@@ -4,20 +4,15 @@ parsed by that stage's own subcommand parser, so they take exactly what `pycpilo
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import Any
 
+from pycpilot.checks import short
 from pycpilot.errors import PycpilotError
+from pycpilot.settings import parse_options
 
-# What each stage's own parser requires; placeholders, replaced by the run's own folders.
-_REQUIRED = {
-    "data": ["--out", "x"],
-    "tokenizer": ["--data", "x", "--out", "x"],
-    "pack": ["--data", "x", "--tokenizer", "x", "--out", "x"],
-    "train": ["--packed", "x", "--out", "x"],
-}
-_FIXED = {"out", "data", "tokenizer", "packed", "overwrite", "resume", "quiet", "preset", "source", "recipe"}
+# Set by `pycpilot run` itself for every stage: not options of a run.
+FIXED = {"out", "data", "tokenizer", "packed", "overwrite", "resume", "quiet", "preset", "sources"}
 
 
 def add_run(sub: argparse._SubParsersAction) -> None:
@@ -45,74 +40,30 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_run, takes_stage_options=True)
 
 
-def stage_options(parser: argparse.ArgumentParser, extra: list[str]) -> dict[str, dict[str, Any]]:
-    """--STAGE.OPTION [VALUE] arguments -> {stage: {field: value}}, each checked by that stage's parser."""
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+def stage_options(extra: list[str]) -> dict[str, dict[str, Any]]:
+    """--STAGE.OPTION [VALUE] arguments -> {stage: {field: value}}, parsed with the stage's own options."""
+    from pycpilot.run.config import STAGES
+    from pycpilot.run.stages import config_class
+
     grouped: dict[str, list[str]] = {}
     current: str | None = None
     for arg in extra:
         if arg.startswith("--") and "." in arg.split("=", 1)[0]:
             stage, _, option = arg[2:].partition(".")
-            if stage not in (*_REQUIRED, "eval"):
-                raise PycpilotError(f"{arg}: unknown stage {stage!r} (data, tokenizer, pack, train, eval)")
+            if stage not in STAGES:
+                raise PycpilotError(f"{arg}: unknown stage {short(stage)} ({', '.join(STAGES)})")
+            name = option.split("=", 1)[0].replace("-", "_")
+            if name in FIXED or name == "source":
+                raise PycpilotError(f"--{stage}.{option.split('=', 1)[0]} is set by `pycpilot run` itself")
             current = stage
             grouped.setdefault(stage, []).append("--" + option)
         elif current is not None and not arg.startswith("--"):
             grouped[current].append(arg)
         else:
-            raise PycpilotError(f"unrecognized argument {arg!r}: stage options are written --STAGE.OPTION VALUE")
-    settings: dict[str, dict[str, Any]] = {}
-    for stage, argv in grouped.items():
-        if stage == "eval":
-            settings[stage] = _eval_options(argv)
-            continue
-        sub = subparsers.choices[stage]
-        settings[stage] = _parsed_difference(sub, stage, argv)
-    return settings
-
-
-def _parsed_difference(sub: argparse.ArgumentParser, stage: str, argv: list[str]) -> dict[str, Any]:
-    def fail(message: str) -> None:
-        raise PycpilotError(f"--{stage}.*: {message}")
-
-    sub.error = fail  # type: ignore[method-assign]  # one line, not usage + exit
-    base = vars(sub.parse_args(_REQUIRED[stage]))
-    given = vars(sub.parse_args(_REQUIRED[stage] + argv))
-    changed = {k: v for k, v in given.items() if base.get(k) != v or k in _explicit(sub, argv)}
-    fixed = sorted(k for k in changed if k in _FIXED)
-    if fixed:
-        raise PycpilotError(f"--{stage}.{fixed[0].replace('_', '-')} is set by `pycpilot run` itself")
-    return {k: v for k, v in changed.items() if k not in ("run", "takes_stage_options")}
-
-
-def _explicit(sub: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """Destinations of the options written in argv (a value equal to the default still counts)."""
-    names = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
-    return {a.dest for a in sub._actions if any(s in names for s in a.option_strings)}
-
-
-def _eval_options(argv: list[str]) -> dict[str, Any]:
-    from pycpilot.run.config import EvalPlan
-
-    types = {f.name: f.type for f in dataclasses.fields(EvalPlan)}
-    out: dict[str, Any] = {}
-    it = iter(argv)
-    for arg in it:
-        name = arg[2:].split("=", 1)[0].replace("-", "_")
-        if name not in types:
-            raise PycpilotError(f"--eval.{arg[2:]}: unknown (eval takes {', '.join(sorted(types))})")
-        kind = str(types[name])
-        if kind == "bool":  # a flag; --eval.NAME=false turns it off
-            out[name] = "=" not in arg or arg.split("=", 1)[1].lower() in ("1", "true", "yes", "on")
-            continue
-        raw = arg.split("=", 1)[1] if "=" in arg else next(it, None)
-        if raw is None:
-            raise PycpilotError(f"--eval.{name.replace('_', '-')} needs a value")
-        try:
-            out[name] = int(raw) if kind == "int" else float(raw)
-        except ValueError:
-            raise PycpilotError(f"--eval.{name.replace('_', '-')} must be a number, not {raw!r}") from None
-    return out
+            raise PycpilotError(f"unrecognized argument {short(arg)}: stage options are written --STAGE.OPTION VALUE")
+    return {
+        stage: parse_options(config_class(stage), argv, f"--{stage}.*", skip=FIXED) for stage, argv in grouped.items()
+    }
 
 
 def _run_run(args: argparse.Namespace) -> int:

@@ -7,7 +7,9 @@ file (`--recipe run.yaml`: `train: {max_time: 10m}`); the command line wins.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 from pycpilot.checks import short
 from pycpilot.errors import PycpilotError
 from pycpilot.recipes import check_keys, read_mapping
+from pycpilot.settings import check, coerce, setting
 
 STAGES = ("data", "tokenizer", "pack", "train", "eval")
 # CodeParrot's familiar prompts (the seed's 7.4.5), completed at the end of a run; like theirs, no final newline.
@@ -29,25 +32,18 @@ PROMPTS = [
 class EvalPlan:
     """The `eval` stage of a run: a small HumanEval, line completion and the familiar prompts."""
 
-    humaneval_limit: int = 20  # problems (0: skip HumanEval; 164: all)
-    n: int = 5  # samples per problem
-    temperature: float = 0.2
-    lines: int = 100  # line-completion positions in the valid split (0: skip)
-    allow_weak_sandbox: bool = False
+    humaneval_limit: int = setting(20, help="HumanEval problems (0: skip HumanEval; 164: all)", low=0, high=164)
+    n: int = setting(5, help="samples per problem", low=1, high=1000)
+    temperature: float = setting(0.2, help="sampling temperature (0: greedy)", low=0, high=2)
+    lines: int = setting(100, help="line-completion positions in the valid split (0: skip)", low=0)
+    allow_weak_sandbox: bool = setting(
+        False, help="run HumanEval's generated code without namespaces (limits and a process group only)"
+    )
 
     def validate(self) -> None:
-        checks = [
-            (0 <= self.humaneval_limit <= 164, "--eval.humaneval-limit must be between 0 and 164"),
-            (self.n >= 1, "--eval.n must be at least 1"),
-            (
-                self.temperature == 0 or 1e-6 <= self.temperature <= 2,
-                "--eval.temperature must be 0 (greedy) or between 1e-06 and 2",
-            ),
-            (self.lines >= 0, "--eval.lines must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise PycpilotError(message)
+        check(self)
+        if 0 < self.temperature < 1e-6:
+            raise PycpilotError("--temperature must be 0 (greedy) or between 1e-06 and 2")
         if self.humaneval_limit:  # HumanEval runs generated code: refuse now, not after training, if it cannot
             from pycpilot.evaluate.sandbox import SandboxConfig, sandbox_mode
 
@@ -79,38 +75,19 @@ class RunConfig:
         return dict(self.settings.get(name, {}))
 
     def eval_plan(self) -> EvalPlan:
-        names = {f.name for f in dataclasses.fields(EvalPlan)}
-        given = self.stage("eval")
-        unknown = sorted(set(given) - names)
-        if unknown:
-            raise PycpilotError(f"unknown eval setting {short(unknown[0])}: eval takes {', '.join(sorted(names))}")
-        check_types(EvalPlan, given, "eval")
-        plan = EvalPlan(**given)
-        plan.validate()
+        plan = EvalPlan(**coerce(EvalPlan, self.stage("eval"), "eval"))
+        with stage_flags("eval"):
+            plan.validate()
         return plan
 
 
-_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "Path": (str, Path)}
-
-
-def check_types(config_cls: type, values: dict[str, Any], stage: str) -> None:
-    """Recipe values of the wrong type (`n: "5"`) as a one-line error, before a stage trips over them."""
-    annotations = {f.name: str(f.type) for f in dataclasses.fields(config_cls)}
-    for name, value in values.items():
-        kinds = [k.strip() for k in annotations.get(name, "").split("|")]
-        if value is None and "None" in kinds:
-            continue
-        if "list[str]" in kinds:
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                continue
-            raise PycpilotError(f"{stage}.{name} must be a list of strings, not {short(value)}")
-        allowed = tuple(t for k in kinds for t in _KINDS.get(k, ()))
-        if not allowed:
-            continue  # a type this check does not know: the stage checks it
-        if isinstance(value, bool) and bool not in allowed:
-            allowed = ()
-        if not isinstance(value, allowed):
-            raise PycpilotError(f"{stage}.{name} must be {' or '.join(kinds)}, not {short(value)}")
+@contextlib.contextmanager
+def stage_flags(stage: str) -> Iterator[None]:
+    """A stage's one-line errors with its options as `run` spells them: --n-layer -> --train.n-layer."""
+    try:
+        yield
+    except PycpilotError as exc:
+        raise PycpilotError(re.sub(r"(?<![\w/-])--(?!source)(?=[a-z])", f"--{stage}.", str(exc))) from None
 
 
 def load_run_recipe(path: Path) -> dict[str, dict[str, Any]]:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pycpilot.checks import short
-from pycpilot.errors import PycpilotError
 from pycpilot.manifest import MANIFEST
-from pycpilot.run.config import check_types
+from pycpilot.run.config import stage_flags
+from pycpilot.settings import coerce
 
 
 @dataclass
@@ -35,16 +33,11 @@ def _manifest(folder: Path) -> dict[str, Any]:
 
 
 def _build(config_cls: type, given: dict[str, Any], fixed: dict[str, Any], stage: str) -> Any:
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(given) - names)
-    if unknown:
-        raise PycpilotError(f"unknown {stage} setting {short(unknown[0])} (see `pycpilot {stage} --help`)")
-    check_types(config_cls, given, stage)
-    config = config_cls(**{**given, **fixed})
-    try:
-        config.validate()  # bounds and combinations, before any stage runs
-    except PycpilotError as exc:  # the stage's own flags, as `run` spells them: --n-layer -> --train.n-layer
-        raise PycpilotError(re.sub(r"(?<![\w/-])--(?!source)(?=[a-z])", f"--{stage}.", str(exc))) from None
+    """The stage's config from a run's settings, checked (types, choices, bounds) before any stage runs."""
+    values = coerce(config_cls, given, stage, fixed=set(fixed), fixed_why="is set by `pycpilot run` itself")
+    config = config_cls(**{**values, **fixed})
+    with stage_flags(stage):
+        config.validate()
     return config
 
 
@@ -247,6 +240,21 @@ class Eval:
         return (f.eval / "completions.json").exists()
 
     resumable = finished
+
+
+def config_class(stage: str) -> type:
+    """The config dataclass whose `setting` fields are the stage's options."""
+    if stage == "data":
+        from pycpilot.data.config import DataConfig as cls
+    elif stage == "tokenizer":
+        from pycpilot.tokenizer.config import TokenizerConfig as cls
+    elif stage == "pack":
+        from pycpilot.pack.config import PackConfig as cls
+    elif stage == "train":
+        from pycpilot.train.config import TrainConfig as cls
+    else:
+        from pycpilot.run.config import EvalPlan as cls
+    return cls
 
 
 STAGE_RUNNERS: dict[str, Any] = {"data": Data, "tokenizer": Tokenizer, "pack": Pack, "train": Train, "eval": Eval}

@@ -1,11 +1,12 @@
-"""Settings of the tokenizer stage."""
+"""Settings of the tokenizer stage, each declared once (see pycpilot/settings.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from pycpilot.errors import PycpilotError
+from pycpilot.presets import PRESETS
+from pycpilot.settings import check, setting
 
 SEED_VOCAB_SIZE = 52_000
 
@@ -14,17 +15,32 @@ SEED_VOCAB_SIZE = 52_000
 class TokenizerConfig:
     """`train_tokenizer(TokenizerConfig(...))` is the Python entry point of `pycpilot tokenizer`."""
 
-    data: Path
-    out: Path
-    vocab_size: int | None = None  # None: the preset's, else the seed's 52,000
-    preset: str | None = None
-    base: str | None = None  # train_new_from_iterator on this tokenizer instead of building GPT-2's pipeline
-    compare: str | None = None  # baseline for the comparison; default: the same BPE without our additions
-    min_frequency: int = 2
-    batch_files: int = 10_000  # files per batch fed to the trainer (the seed's iterator)
-    model_max_length: int = 1024
-    overwrite: bool = False
-    quiet: bool = False
+    data: Path = setting(help="a `pycpilot data` output folder")
+    out: Path = setting(help="output tokenizer folder")
+    vocab_size: int | None = setting(
+        None,
+        help=f"vocabulary size, special tokens included (default: the preset's, else {SEED_VOCAB_SIZE:,})",
+        low=300,  # 256 bytes + specials + a few merges
+        high=1_000_000,
+    )
+    preset: str | None = setting(None, help="take the vocabulary size from a preset", choices=tuple(PRESETS))
+    base: str | None = setting(
+        None,
+        help="retrain this tokenizer's pipeline with train_new_from_iterator (e.g. gpt2, needs internet)",
+        metavar="NAME_OR_DIR",
+    )
+    compare: str | None = setting(
+        None,
+        help="baseline tokenizer for the comparison (default: the same BPE without the FIM tokens; 'none' skips it)",
+        metavar="NAME_OR_DIR",
+    )
+    min_frequency: int = setting(2, help="a merge must be seen this often", low=1)
+    batch_files: int = setting(10_000, help="files per batch fed to the trainer (the seed's iterator)", low=1)
+    model_max_length: int = setting(
+        1024, help="longest context models using this tokenizer take (GPT-2: 1024)", low=2, high=1 << 20
+    )
+    overwrite: bool = setting(False, help="replace --out if it exists")
+    quiet: bool = setting(False, help="no progress or comparison output", alias="-q")
 
     def resolved_vocab_size(self) -> int:
         if self.vocab_size is not None:
@@ -36,12 +52,4 @@ class TokenizerConfig:
         return SEED_VOCAB_SIZE
 
     def validate(self) -> None:
-        vocab = self.resolved_vocab_size()
-        if not 300 <= vocab <= 1_000_000:
-            raise PycpilotError("--vocab-size must be between 300 (256 bytes + specials + merges) and 1,000,000")
-        if self.min_frequency < 1:
-            raise PycpilotError("--min-frequency must be at least 1")
-        if self.batch_files < 1:
-            raise PycpilotError("--batch-files must be at least 1")
-        if self.model_max_length < 2:
-            raise PycpilotError("--model-max-length must be at least 2")
+        check(self)

@@ -3,73 +3,155 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pycpilot.checks import Range, check_ranges, short
 from pycpilot.errors import PycpilotError
-from pycpilot.presets import Preset, get_preset
+from pycpilot.presets import PRESETS, Preset, get_preset
 from pycpilot.recipes import read_mapping
+from pycpilot.settings import check, coerce, setting
 from pycpilot.train.optim import OPTIMIZERS, SCHEDULES
 
 DEFAULT_PRESET = "tiny"
+
+
+_IO, _MODEL, _OPT = "input and output", "model", "optimiser and schedule"
+_BATCH, _EVAL, _SPEED = "batch and budget", "evaluation, checkpoints, logging", "speed and memory"
 
 
 @dataclass
 class TrainConfig:
     """`train(TrainConfig(...))` is the Python entry point of `pycpilot train`. None means "the preset's"."""
 
-    packed: Path
-    out: Path
-    tokenizer: Path | None = None  # default: the one the pack manifest names
-    preset: str | None = None  # None: tiny's settings, and with --max-time alone a model sized to the budget
+    packed: Path = setting(help="a `pycpilot pack` output folder", group=_IO)
+    out: Path = setting(help="model folder: final model, checkpoints/, metrics", group=_IO)
+    tokenizer: Path | None = setting(None, help="tokenizer folder (default: the one the pack was made with)", group=_IO)
+    preset: str | None = setting(
+        None,
+        help="model and training defaults (tiny's; with --max-time alone, the model is sized to the budget)",
+        choices=tuple(PRESETS),
+        group=_IO,
+    )
+    resume: bool = setting(False, help="continue from the newest checkpoint", group=_IO)
+    overwrite: bool = setting(False, help="start over in an existing --out", group=_IO)
+    quiet: bool = setting(False, help="no progress bar or summary", alias="-q", group=_IO)
     # Model.
-    n_layer: int | None = None
-    n_head: int | None = None
-    n_embd: int | None = None
-    n_positions: int | None = None  # default: the preset's context length, at least the block length
-    dropout: float | None = None
+    n_layer: int | None = setting(None, help="transformer blocks (preset)", low=1, high=1024, group=_MODEL)
+    n_head: int | None = setting(None, help="attention heads (preset)", low=1, high=1024, group=_MODEL)
+    n_embd: int | None = setting(None, help="width (preset)", low=1, high=65536, group=_MODEL)
+    n_positions: int | None = setting(
+        None, help="position embeddings (preset's context, at least the block)", low=2, high=1 << 20, group=_MODEL
+    )
+    dropout: float | None = setting(None, help="dropout everywhere (preset)", low=0, below=1, group=_MODEL)
     # Optimiser and schedule.
-    optimizer: str | None = None  # adamw | muon
-    lr: float | None = None  # AdamW's (with muon: embeddings, norms, biases)
-    muon_lr: float | None = None  # muon: the blocks' weight matrices
-    muon_weight_decay: float = 0.0
-    schedule: str | None = None  # cosine | wsd
-    decay: float | None = None  # wsd: share of the run spent decaying
-    zero_init: bool | None = None
-    min_lr_ratio: float | None = None  # the cosine ends, and stays, at lr * min_lr_ratio
-    warmup_steps: int | None = None
-    weight_decay: float | None = None
-    beta1: float = 0.9
-    beta2: float | None = None
-    grad_clip: float = 1.0
-    seq_warmup: float | None = None  # share of training run on shorter rows (block/4, then block/2)
+    optimizer: str | None = setting(
+        None,
+        help="adamw, or muon: Muon for the blocks' weight matrices and AdamW for the rest (preset)",
+        choices=OPTIMIZERS,
+        group=_OPT,
+    )
+    lr: float | None = setting(
+        None,
+        help="AdamW's peak learning rate (with muon: embeddings, norms, biases) (preset)",
+        above=0,
+        high=100,
+        group=_OPT,
+    )
+    muon_lr: float | None = setting(
+        None, help="Muon's peak learning rate for the blocks' matrices (preset)", above=0, high=100, group=_OPT
+    )
+    muon_weight_decay: float = setting(0.0, help="Muon's decoupled weight decay", low=0, high=10, group=_OPT)
+    schedule: str | None = setting(
+        None, help="cosine, or wsd: warmup, stable, decay (preset)", choices=SCHEDULES, group=_OPT
+    )
+    decay: float | None = setting(
+        None, help="wsd: the last share of the run, spent decaying (preset)", above=0, high=1, group=_OPT
+    )
+    zero_init: bool | None = setting(None, help="start the blocks' output projections at zero (preset)", group=_OPT)
+    min_lr_ratio: float | None = setting(
+        None, help="the schedule ends, and stays, at lr x this (preset)", low=0, high=1, group=_OPT
+    )
+    warmup_steps: int | None = setting(None, help="linear warmup steps (preset)", low=0, group=_OPT)
+    weight_decay: float | None = setting(
+        None, help="AdamW decay on weight matrices only (preset)", low=0, high=10, group=_OPT
+    )
+    beta1: float = setting(0.9, help="AdamW beta1", low=0, below=1, group=_OPT)
+    beta2: float | None = setting(None, help="AdamW beta2 (preset)", low=0, below=1, group=_OPT)
+    grad_clip: float = setting(1.0, help="clip the gradient norm to this; 0 turns it off", low=0, high=1e6, group=_OPT)
+    seq_warmup: float | None = setting(
+        None,
+        help="share of training on shorter rows (block/4, then block/2) before whole blocks (preset)",
+        low=0,
+        below=1,
+        group=_OPT,
+    )
     # Batch and budget.
-    batch_size: int | None = None  # blocks per micro-batch per process
-    grad_accum: int = 1
-    epochs: float | None = None
-    max_steps: int | None = None
-    max_time: str | None = None  # "6m", "90s", "1h30m"
-    seed: int = 42
+    batch_size: int | None = setting(
+        None, help="blocks per micro-batch per process (preset)", low=1, high=1 << 20, group=_BATCH
+    )
+    grad_accum: int = setting(1, help="micro-batches per optimiser step", low=1, high=1 << 20, group=_BATCH)
+    epochs: float | None = setting(
+        None,
+        help="passes over the train blocks (preset, unless --max-time/--max-steps)",
+        above=0,
+        high=1e6,
+        group=_BATCH,
+    )
+    max_steps: int | None = setting(None, help="optimiser steps; the schedule spans them", low=1, group=_BATCH)
+    max_time: str | None = setting(
+        None,
+        help="wall-clock budget such as 6m, 90s or 1h30m: the schedule spans it; without --preset, sizes or "
+        "steps, the model is chosen for it (measured here, see README)",
+        group=_BATCH,
+    )
+    seed: int = setting(42, help="seed for the initial weights and the data order", low=0, high=2**32 - 1, group=_BATCH)
     # Evaluation, checkpoints, logging.
-    eval_every: int = 200
-    eval_blocks: int | None = None  # None: the whole valid split
-    save_every: int | None = None
-    keep_last: int = 3
-    log_every: int = 10
-    resume: bool = False
-    overwrite: bool = False
+    eval_every: int = setting(200, help="steps between valid evaluations", low=1, group=_EVAL)
+    eval_blocks: int | None = setting(
+        None,
+        help="valid blocks per evaluation, spread over the split (default: 256 during training, all at the end)",
+        low=1,
+        group=_EVAL,
+    )
+    save_every: int | None = setting(
+        None, help="steps between checkpoints (default: epoch ends and the end)", low=1, group=_EVAL
+    )
+    keep_last: int = setting(3, help="checkpoints kept", low=1, high=1 << 20, group=_EVAL)
+    log_every: int = setting(10, help="steps between metric lines", low=1, group=_EVAL)
     # Speed and memory.
-    fsdp: str = "auto"  # shard weights, gradients and optimiser state over processes; auto: `large` on 2+
-    precision: str = "auto"  # auto: bf16 autocast on GPUs and on CPUs with native bf16, else fp32
-    compile: bool = False
-    grad_checkpointing: bool = False
-    memory_check: bool = True  # refuse, before any work, a run the memory estimate says will not fit
-    # auto: on a CPU with attention dropout, when the attention kept for backward passes 1 GiB (see model.py)
-    recompute_attention: str = "auto"
-    loss_chunk: int | None = None  # tokens per chunk of the fused output layer + loss; None: see loss.py
-    quiet: bool = False
+    fsdp: str = setting(
+        "auto",
+        help="with several processes, shard weights, gradients and optimiser state (FSDP) instead of copying "
+        "them (DDP); auto: for the large preset",
+        choices=("auto", "on", "off"),
+        group=_SPEED,
+    )
+    precision: str = setting(
+        "auto",
+        help="mixed precision (auto: bf16 on GPUs and on CPUs with native bf16 such as AVX512-BF16, else fp32)",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        group=_SPEED,
+    )
+    compile: bool = setting(False, help="torch.compile the model (~30 s first)", group=_SPEED)
+    grad_checkpointing: bool = setting(False, help="recompute activations", group=_SPEED)
+    memory_check: bool = setting(
+        True, help="start even when the memory estimate says the run will not fit", negative=True, group=_SPEED
+    )
+    recompute_attention: str = setting(
+        "auto",
+        help="keep only q, k, v of attention with dropout on a CPU and recompute the rest in backward "
+        "(auto: when it would keep over 1 GiB)",
+        choices=("auto", "on", "off"),
+        group=_SPEED,
+    )
+    loss_chunk: int | None = setting(
+        None,
+        help="tokens per chunk of the fused output layer + loss (default: 2048)",
+        low=1,
+        high=1 << 30,
+        group=_SPEED,
+    )
 
     def preset_values(self) -> Preset:
         return get_preset(self.preset or DEFAULT_PRESET)
@@ -92,36 +174,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Every setting's type, bounds and combinations, before anything is read or written."""
-        check_ranges(self, _RANGES)
-        checks = [
-            (0 < self.resolved("lr") <= 100, "--lr must be positive (and at most 100)"),
-            (self.resolved("optimizer") in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (0 < self.resolved("muon_lr") <= 100, "--muon-lr must be positive (and at most 100)"),
-            (self.resolved("schedule") in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
-            (0 < self.resolved("decay") <= 1, "--decay must be in (0, 1]"),
-            (0 <= self.resolved("min_lr_ratio") <= 1, "--min-lr-ratio must be in [0, 1]"),
-            (self.resolved("warmup_steps") >= 0, "--warmup-steps must be >= 0"),
-            (0 <= self.resolved("dropout") < 1, "--dropout must be in [0, 1)"),
-            (0 <= self.resolved("seq_warmup") < 1, "--seq-warmup must be in [0, 1)"),
-            (self.resolved("batch_size") >= 1, "--batch-size must be at least 1"),
-            (self.grad_accum >= 1, "--grad-accum must be at least 1"),
-            (0 <= self.grad_clip <= 1e6, "--grad-clip must be between 0 (no clipping) and 1e6"),
-            (0 <= self.beta1 < 1 and 0 <= self.resolved("beta2") < 1, "--beta1 and --beta2 must be in [0, 1)"),
-            (self.epochs is None or 0 < self.epochs <= 1e6, "--epochs must be positive (and at most 1e6)"),
-            (self.max_steps is None or self.max_steps > 0, "--max-steps must be positive"),
-            (self.eval_every >= 1 and self.log_every >= 1, "--eval-every and --log-every must be at least 1"),
-            (self.save_every is None or self.save_every >= 1, "--save-every must be at least 1"),
-            (self.keep_last >= 1, "--keep-last must be at least 1"),
-            (self.precision in ("auto", "fp32", "bf16", "fp16"), "--precision must be auto, fp32, bf16 or fp16"),
-            (self.fsdp in ("auto", "on", "off"), "--fsdp must be auto, on or off"),
-            (self.recompute_attention in ("auto", "on", "off"), "--recompute-attention must be auto, on or off"),
-            (self.loss_chunk is None or self.loss_chunk >= 1, "--loss-chunk must be at least 1"),
-            (0 <= self.seed < 2**32, "--seed must be between 0 and 2**32 - 1"),
-            (self.resolved("n_embd") % self.resolved("n_head") == 0, "--n-embd must be a multiple of --n-head"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise PycpilotError(message)
+        check(self)  # each field's choices and bounds (None: the preset's, checked by test_presets)
+        if self.resolved("n_embd") % self.resolved("n_head"):
+            raise PycpilotError("--n-embd must be a multiple of --n-head")
         self.budget_seconds()  # a malformed --max-time fails here
         import torch
 
@@ -129,25 +184,6 @@ class TrainConfig:
             raise PycpilotError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on a CPU")
         if self.optimizer == "muon" and self.fsdp == "on":
             raise PycpilotError("--optimizer muon needs whole weight matrices: use --fsdp off (DDP) or adamw")
-
-
-# Bounds of the numeric settings; finer rules (strict bounds, combinations) are in validate().
-_RANGES: dict[str, Range] = {
-    "n_layer": (1, 1024),
-    "n_head": (1, 1024),
-    "n_embd": (1, 65536),
-    "n_positions": (2, 1 << 20),
-    "weight_decay": (0, 10),
-    "muon_weight_decay": (0, 10),
-    "warmup_steps": (0, None),
-    "batch_size": (1, 1 << 20),
-    "grad_accum": (1, 1 << 20),
-    "eval_blocks": (1, None),
-    "eval_every": (1, None),
-    "log_every": (1, None),
-    "keep_last": (1, 1 << 20),
-    "loss_chunk": (1, 1 << 30),
-}
 
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
@@ -167,29 +203,4 @@ def parse_duration(text: str) -> float:
 
 def load_recipe(path: Path) -> dict[str, Any]:
     """A YAML or JSON file of TrainConfig fields (dashes or underscores), checked field by field."""
-    data = read_mapping(path)
-    known = {f.name: f for f in fields(TrainConfig)}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = str(key).replace("-", "_")
-        if name not in known or name in ("packed", "out"):
-            raise PycpilotError(f"recipe {path}: unknown setting {short(key)}")
-        out[name] = _coerce(path, key, value, str(known[name].type))
-    return out
-
-
-def _coerce(path: Path, key: str, value: Any, annotation: str) -> Any:
-    """Values as the field expects them; YAML's 3e-3 is a string, for instance."""
-    if value is None:
-        return None
-    for kind, cast in (("bool", bool), ("int", int), ("float", float), ("Path", Path), ("str", str)):
-        if annotation.startswith(kind):
-            try:
-                if kind == "bool" and not isinstance(value, bool):
-                    raise ValueError
-                if kind == "int" and (isinstance(value, bool) or float(value) != int(float(value))):
-                    raise ValueError
-                return cast(float(value)) if kind == "int" else cast(value)
-            except (TypeError, ValueError, OverflowError):
-                raise PycpilotError(f"recipe {path}: {key} must be {kind}, got {short(value)}") from None
-    return value
+    return coerce(TrainConfig, read_mapping(path), f"recipe {path}", fixed={"packed", "out"})
