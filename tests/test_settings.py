@@ -11,19 +11,32 @@ import pytest
 from pycpilot.cli import build_parser
 from pycpilot.data.config import DataConfig
 from pycpilot.errors import PycpilotError
+from pycpilot.evaluate.lines import LinesConfig
+from pycpilot.evaluate.perplexity import PerplexityConfig
 from pycpilot.pack.config import PackConfig
 from pycpilot.run.config import EvalPlan
+from pycpilot.serve.config import ServeConfig
 from pycpilot.settings import check, coerce, given, option, parse_options, specs
 from pycpilot.tokenizer.config import TokenizerConfig
 from pycpilot.train.config import TrainConfig
 
-DERIVED = {"data": DataConfig, "tokenizer": TokenizerConfig, "pack": PackConfig, "train": TrainConfig}
+DERIVED = {
+    "data": DataConfig,
+    "tokenizer": TokenizerConfig,
+    "pack": PackConfig,
+    "train": TrainConfig,
+    "serve": ServeConfig,
+    "eval perplexity": PerplexityConfig,
+    "eval lines": LinesConfig,
+}
 
 
-def _subparser(name: str) -> argparse.ArgumentParser:
+def _subparser(command: str) -> argparse.ArgumentParser:
     parser = build_parser()
-    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return subs.choices[name]
+    for name in command.split():  # `eval lines`: a subcommand of a subcommand
+        subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = subs.choices[name]
+    return parser
 
 
 @pytest.mark.parametrize("command", sorted(DERIVED))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pycpilot.settings import add_options, given
+
 
 def add_complete(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -99,14 +101,15 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     h.add_argument("-q", "--quiet", action="store_true", help="no progress or table")
     h.set_defaults(run=_run_humaneval)
 
+    from pycpilot.evaluate.lines import LinesConfig
+    from pycpilot.evaluate.perplexity import PerplexityConfig
+
     pp = kinds.add_parser(
         "perplexity",
         help="loss, perplexity and bits per byte over whole held-out files",
         description="Score whole files (a sliding window past the context): loss, perplexity, bits per byte.",
     )
-    _model_and_data(pp)
-    pp.add_argument("--stride", type=int, help="tokens a window moves by past the context (half the context)")
-    pp.add_argument("--limit", type=int, help="the first N files only")
+    add_options(pp, PerplexityConfig, required={"model", "data"})
     pp.set_defaults(run=_run_perplexity)
 
     lines = kinds.add_parser(
@@ -114,34 +117,21 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         help="line completion: exact match, edit similarity, share that parses",
         description="Complete the rest of the line at seeded positions in held-out files (CodeXGLUE's line task).",
     )
-    _model_and_data(lines)
-    lines.add_argument("--samples", type=int, default=200, help="positions to complete (200)")
-    lines.add_argument("--max-new-tokens", type=int, default=48, help="(48)")
-    lines.add_argument("--seed", type=int, default=42)
+    add_options(lines, LinesConfig, required={"model", "data"})
     lines.set_defaults(run=_run_lines)
-
-
-def _model_and_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, type=Path, help="model folder, checkpoint or training --out")
-    p.add_argument("--data", required=True, type=Path, help="a `pycpilot data` folder or a folder of .py files")
-    p.add_argument("--split", default="valid", help="split of a data folder (valid)")
-    p.add_argument("--out", type=Path, help="also write the figures (JSON) and a manifest here")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary line")
 
 
 def _run_perplexity(args: argparse.Namespace) -> int:
     from pycpilot.evaluate.perplexity import PerplexityConfig, evaluate_perplexity
 
-    names = PerplexityConfig.__dataclass_fields__
-    evaluate_perplexity(PerplexityConfig(**{k: v for k, v in vars(args).items() if k in names}))
+    evaluate_perplexity(PerplexityConfig(**given(PerplexityConfig, args)))
     return 0
 
 
 def _run_lines(args: argparse.Namespace) -> int:
     from pycpilot.evaluate.lines import LinesConfig, evaluate_lines
 
-    names = LinesConfig.__dataclass_fields__
-    evaluate_lines(LinesConfig(**{k: v for k, v in vars(args).items() if k in names}))
+    evaluate_lines(LinesConfig(**given(LinesConfig, args)))
     return 0
 
 

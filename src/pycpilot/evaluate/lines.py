@@ -22,6 +22,7 @@ from tqdm import tqdm
 from pycpilot.errors import PycpilotError
 from pycpilot.evaluate.texts import check_out, read_texts, write_out
 from pycpilot.manifest import MANIFEST, base_manifest
+from pycpilot.settings import check, setting
 
 STAGE = "eval-lines"
 
@@ -30,18 +31,17 @@ STAGE = "eval-lines"
 class LinesConfig:
     """`evaluate_lines(LinesConfig(...))` is the Python entry point of `pycpilot eval lines`."""
 
-    model: Path
-    data: Path  # a `pycpilot data` folder or a folder of .py files
-    split: str = "valid"
-    samples: int = 200  # positions to complete
-    max_new_tokens: int = 48
-    seed: int = 42
-    out: Path | None = None  # also write lines.jsonl + summary + manifest here
-    quiet: bool = False
+    model: Path = setting(help="model folder, checkpoint or training --out")
+    data: Path = setting(help="a `pycpilot data` folder or a folder of .py files")
+    split: str = setting("valid", help="split of a data folder")
+    samples: int = setting(200, help="positions to complete", low=1)
+    max_new_tokens: int = setting(48, help="at most this many new tokens per line", low=1)
+    seed: int = setting(42, help="seed of the positions", low=0, high=2**32 - 1)
+    out: Path | None = setting(None, help="also write lines.jsonl, the figures (JSON) and a manifest here")
+    quiet: bool = setting(False, help="no progress bar or summary line", alias="-q")
 
     def validate(self) -> None:
-        if self.samples < 1 or self.max_new_tokens < 1:
-            raise PycpilotError("--samples and --max-new-tokens must be at least 1")
+        check(self)
         check_out(None if self.out is None else Path(self.out), STAGE)
 
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from pycpilot.errors import PycpilotError
 from pycpilot.evaluate.texts import check_out, read_texts, write_out
 from pycpilot.manifest import MANIFEST, base_manifest
+from pycpilot.settings import check, setting
 
 STAGE = "eval-perplexity"
 
@@ -29,19 +30,18 @@ STAGE = "eval-perplexity"
 class PerplexityConfig:
     """`evaluate_perplexity(PerplexityConfig(...))` is the Python entry point of `pycpilot eval perplexity`."""
 
-    model: Path
-    data: Path  # a `pycpilot data` folder or a folder of .py files
-    split: str = "valid"
-    stride: int | None = None  # tokens a window moves by; default half the context
-    limit: int | None = None  # the first N files only
-    out: Path | None = None  # also write summary.json + manifest.json here
-    quiet: bool = False
+    model: Path = setting(help="model folder, checkpoint or training --out")
+    data: Path = setting(help="a `pycpilot data` folder or a folder of .py files")
+    split: str = setting("valid", help="split of a data folder")
+    stride: int | None = setting(
+        None, help="tokens a window moves by past the context (default: half the context)", low=1
+    )
+    limit: int | None = setting(None, help="the first N files only", low=1)
+    out: Path | None = setting(None, help="also write the figures (JSON) and a manifest here")
+    quiet: bool = setting(False, help="no progress bar or summary line", alias="-q")
 
     def validate(self) -> None:
-        if self.stride is not None and self.stride < 1:
-            raise PycpilotError("--stride must be at least 1")
-        if self.limit is not None and self.limit < 1:
-            raise PycpilotError("--limit must be at least 1")
+        check(self)
         check_out(None if self.out is None else Path(self.out), STAGE)
 
 

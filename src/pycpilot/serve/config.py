@@ -3,46 +3,65 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pycpilot.errors import PycpilotError
 from pycpilot.generate.complete import ENGINES
 from pycpilot.generate.text import SCOPES
+from pycpilot.settings import check, setting
 
 LOOPBACK_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
 
 
 @dataclass
 class ServeConfig:
-    model: Path
-    host: str = "127.0.0.1"  # loopback only unless asked
-    port: int = 8000
-    api_key: str | None = None  # then every API call needs `Authorization: Bearer KEY` or `x-api-key: KEY`
-    cors_origins: list[str] = field(default_factory=list)  # beyond loopback pages; "*" for any
-    # Host names beyond localhost, IP addresses and --host that requests may name ("*": any; see guard.py)
-    allowed_hosts: list[str] = field(default_factory=list)
-    model_name: str | None = None  # default: pycpilot-<folder name>, never containing "gpt"
-    max_batch: int = 8  # rows decoded side by side (a request takes n of them)
-    queue_size: int = 32  # requests waiting beyond those running; past it: 503 + Retry-After
-    max_request_kb: int = 1024  # request bodies past this get 413
-    default_scope: str = "file"  # requests without "scope": OpenAI's behaviour (stops, EOS, max_tokens only)
-    engine: str = "auto"
-    int8: bool = False
-    prompt_cache: bool = True  # a new prompt reuses a finished one's shared beginning (see scheduler.py)
-    threads: int | None = None
-    device: str = "auto"  # auto: a CUDA GPU when torch sees one (torch engine), else the CPU
-    log_level: str = "warning"
+    """`serve(ServeConfig(...))` is the Python entry point of `pycpilot serve`."""
+
+    model: Path = setting(help="model folder, checkpoint, or training --out")
+    host: str = setting("127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    port: int = setting(8000, help="port (0: any free one)", low=0, high=65535)
+    api_key: str | None = setting(None, help="require this key (Authorization: Bearer KEY or x-api-key: KEY)")
+    cors_origins: list[str] = setting(
+        help="also allow browser pages from this origin (repeatable; * for any); loopback pages always may",
+        factory=list,
+        flag="--cors-origin",
+    )
+    allowed_hosts: list[str] = setting(
+        help="also answer requests naming this host (repeatable; * for any); localhost, IP addresses and --host "
+        "always may: other names are refused, which stops DNS rebinding",
+        factory=list,
+        flag="--allowed-host",
+    )
+    model_name: str | None = setting(None, help='the name clients use (default: pycpilot-<folder>; never with "gpt")')
+    max_batch: int = setting(8, help="rows decoded side by side (a request takes n of them)", low=1, high=256)
+    queue_size: int = setting(
+        32, help="requests that may wait beyond those running; beyond: 503 + Retry-After", low=1, high=100_000
+    )
+    max_request_kb: int = setting(1024, help="largest request body in KiB (past it: 413)", low=1, high=1_048_576)
+    default_scope: str = setting(
+        "file",
+        help="where completions stop when a request does not say (file: as OpenAI; /infill uses block)",
+        choices=SCOPES,
+    )
+    engine: str = setting("auto", help="decoder", choices=ENGINES)
+    int8: bool = setting(False, help="int8 weights (faster; costs a little accuracy)")
+    prompt_cache: bool = setting(
+        True,
+        help="run every prompt whole (default: reuse the beginning a finished prompt shares with a new one)",
+        negative=True,
+    )
+    threads: int | None = setting(None, help="threads of the native step (default: torch's)", low=1, high=64)
+    device: str = setting(
+        "auto",
+        help="where the model runs: auto (a CUDA GPU if torch sees one, else the CPU), cpu or cuda",
+        choices=("auto", "cpu", "cuda"),
+    )
+    log_level: str = setting("warning", help="server log", choices=("critical", "error", "warning", "info", "debug"))
 
     def validate(self) -> None:
+        check(self)
         checks = [
-            (0 <= self.port <= 65535, "--port must be between 0 and 65535 (0: any free port)"),
-            (1 <= self.max_batch <= 256, "--max-batch must be between 1 and 256"),
-            (1 <= self.queue_size <= 100_000, "--queue-size must be between 1 and 100000"),
-            (self.threads is None or 1 <= self.threads <= 64, "--threads must be between 1 and 64"),
-            (1 <= self.max_request_kb <= 1_048_576, "--max-request-kb must be between 1 and 1048576"),
-            (self.default_scope in SCOPES, f"--default-scope must be one of {', '.join(SCOPES)}"),
-            (self.engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}"),
             (self.api_key is None or len(self.api_key) >= 8, "--api-key must be at least 8 characters"),
             (self.model_name is None or "gpt" not in self.model_name.lower(), _GPT_NAME),
             (all(o == "*" or re.fullmatch(r"https?://[^/\s]+", o) for o in self.cors_origins), _ORIGIN),
