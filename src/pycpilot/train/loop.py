@@ -222,7 +222,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
             f"({estimate.params / 1e6:.0f}M parameters) but {free:.1f} GiB is free: lower --batch-size "
             f"(and raise --grad-accum) or add --grad-checkpointing (--no-memory-check skips this estimate)"
         )
-    start = _prepare_out(cfg, out, rt)
+    resume_from = _prepare_out(cfg, out, rt)
 
     # Model, optimiser, budget.
     torch.manual_seed(cfg.seed)
@@ -230,7 +230,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     model_config = model.config  # the model's own copy, which knows its attention
     params = sum(p.numel() for p in model.parameters())
     rt.sharding = "fsdp" if fsdp else ("ddp" if rt.world > 1 else "none")
-    saved = _resume_weights(start, model, model_config, log) if start else None  # before any sharding
+    saved = _resume_weights(resume_from, model, model_config, log) if resume_from else None  # before sharding
     run_key = _run_key(cfg, order, pack, block)
     if saved is not None:
         _check_same_run(saved.get("run"), run_key)
