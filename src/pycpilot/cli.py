@@ -365,7 +365,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--seed", type=int, help="seed for the initial weights and the data order (42)")
     e = p.add_argument_group("evaluation, checkpoints, logging")
     e.add_argument("--eval-every", type=int, help="steps between valid evaluations (200)")
-    e.add_argument("--eval-blocks", type=int, help="valid blocks per evaluation (default: all)")
+    e.add_argument(
+        "--eval-blocks",
+        type=int,
+        help="valid blocks per evaluation, spread over the split (default: 256 during training, all at the end)",
+    )
     e.add_argument("--save-every", type=int, help="steps between checkpoints (default: epoch ends and the end)")
     e.add_argument("--keep-last", type=int, help="checkpoints kept (3)")
     e.add_argument("--log-every", type=int, help="steps between metric lines (10)")

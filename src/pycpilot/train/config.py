@@ -53,7 +53,7 @@ class TrainConfig:
     seed: int = 42
     # Evaluation, checkpoints, logging.
     eval_every: int = 200
-    eval_blocks: int | None = None  # None: the whole valid split
+    eval_blocks: int | None = None  # None: 256 blocks spread over the valid split, the whole split at the end
     save_every: int | None = None
     keep_last: int = 3
     log_every: int = 10
