@@ -529,3 +529,20 @@ def test_bad_model_sizes_on_the_command_line_are_one_line_and_write_nothing(pack
         done = subprocess.run(_cli("train", "--packed", str(packed), *args), capture_output=True, text=True)
         assert done.returncode != 0 and words in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_interim_evaluations_sample_the_split_and_the_last_reads_it_all(
+    packed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pycpilot.pack.reader import PackedDataset
+    from pycpilot.train import loop
+
+    assert list(loop.eval_indices(10, None)) == list(range(10)) == list(loop.eval_indices(10, 50))
+    assert list(loop.eval_indices(10, 3)) == [0, 4, 8] and list(loop.eval_indices(100, 10)) == list(range(0, 100, 10))
+    monkeypatch.setattr(loop, "INTERIM_EVAL_BLOCKS", 3)
+    out = tmp_path / "ev"
+    train(_cfg(packed, out, max_steps=4, eval_every=2))
+    whole = len(PackedDataset(packed, "valid"))
+    evals = [(r["step"], r["blocks"], r["loss"]) for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "eval"]
+    assert [(s, b) for s, b, _ in evals] == [(2, 3), (4, 3), (4, whole)] and whole > 3
+    assert json.loads((out / "manifest.json").read_text())["result"]["valid_loss"] == evals[-1][2]

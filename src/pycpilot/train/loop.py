@@ -59,6 +59,9 @@ class TrainResult:
     manifest: dict[str, Any]
 
 
+INTERIM_EVAL_BLOCKS = 256  # valid blocks read by the evaluations during training, unless --eval-blocks
+
+
 @dataclass
 class _State:
     step: int = 0
@@ -142,10 +145,18 @@ def _inputs(cfg: TrainConfig) -> tuple[dict, PackedDataset, PackedDataset, Any]:
     return pack, train_ds, valid_ds, tokenizer
 
 
+def eval_indices(total: int, limit: int | None) -> range:
+    """Which valid blocks an evaluation reads: all, or about `limit` spread evenly over the split (the blocks
+    are in file order, so the first `limit` would be a few files only)."""
+    if limit is None or limit >= total:
+        return range(total)
+    return range(0, total, -(-total // max(limit, 1)))
+
+
 def _evaluate(model: FusedLossLM, valid: PackedDataset, batch: int, limit: int | None, rt: Runtime) -> float:
-    """Mean next-token loss over the valid blocks (all, or the first `limit`), shared out across ranks."""
-    n = len(valid) if limit is None else min(limit, len(valid))
-    mine = list(range(rt.rank, n, rt.world))
+    """Mean next-token loss over the valid blocks (all, or an even sample of about `limit`), shared out across
+    ranks."""
+    mine = list(eval_indices(len(valid), limit))[rt.rank :: rt.world]
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=rt.device)
     with torch.no_grad(), autocast(rt.device, rt.dtype):
@@ -295,7 +306,8 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     last_log = (start, state.tokens)
     valid_loss = math.nan
     evaluated_at = -1
-    logged = metrics.eval_at(state.step) if saved is not None else None
+    whole = len(eval_indices(len(valid_ds), cfg.eval_blocks))
+    logged = metrics.eval_at(state.step, whole) if saved is not None else None
     if rt.any_true(logged is not None):  # a resume that ends at once does not evaluate the same step again
         evaluated_at, valid_loss = state.step, logged if logged is not None else math.nan
     stopped_by = "budget"
@@ -370,8 +382,9 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
                 )
             bar.update(1)
             if state.step % cfg.eval_every == 0:
-                valid_loss = _log_eval(lossy, valid_ds, batch, cfg.eval_blocks, rt, metrics, state.step, tpb)
-                evaluated_at = state.step
+                interim = cfg.eval_blocks or INTERIM_EVAL_BLOCKS  # the final evaluation reads the whole split
+                valid_loss = _log_eval(lossy, valid_ds, batch, interim, rt, metrics, state.step, tpb)
+                evaluated_at = state.step if interim >= len(valid_ds) or cfg.eval_blocks else -1
             epoch_done = state.position.step_in_epoch == 0  # the seed saves one checkpoint per epoch
             last = total_steps is not None and state.step >= total_steps  # saved below, after the final eval
             if not last and (epoch_done or (cfg.save_every and state.step % cfg.save_every == 0)):
@@ -393,7 +406,8 @@ def _train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
             f"interrupted at step {state.step}; checkpoint saved in {out / 'checkpoints'}; continue with --resume"
         )
 
-    # The end: a last evaluation and checkpoint, the final model at the top of `out`, the plot, the manifest.
+    # The end: a last evaluation (the whole split unless --eval-blocks) and checkpoint, the final model at the
+    # top of `out`, the plot, the manifest.
     if evaluated_at != state.step:
         valid_loss = _log_eval(lossy, valid_ds, batch, cfg.eval_blocks, rt, metrics, state.step, tpb)
     _save(out, state, lossy, fsdp, tokenizer, optimizer, scaler, cfg, rt, run_key, train_seconds)
@@ -454,7 +468,9 @@ def _log_eval(
     tokens_per_byte: float,
 ) -> float:
     loss = _evaluate(model, valid, batch, limit, rt)
-    metrics.write("eval", step, loss=loss, perplexity=math.exp(min(loss, 50)), bpb=loss / math.log(2) * tokens_per_byte)
+    blocks = len(eval_indices(len(valid), limit))
+    metrics.write("eval", step, loss=loss, perplexity=math.exp(min(loss, 50)), bpb=loss / math.log(2) * tokens_per_byte,
+                  blocks=blocks)  # fmt: skip
     return loss
 
 

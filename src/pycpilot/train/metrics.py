@@ -36,9 +36,13 @@ class MetricsLog:
                 self._tb.add_scalar(f"{kind}/{key}", value, step)
         self._tb.flush()
 
-    def eval_at(self, step: int) -> float | None:
-        """The valid loss logged at `step` (a resumed run's checkpoint step), if any."""
-        found = [r for r in read_metrics(self.path) if r.get("kind") == "eval" and r.get("step") == step]
+    def eval_at(self, step: int, blocks: int) -> float | None:
+        """The valid loss logged at `step` (a resumed run's checkpoint step) over `blocks` blocks, if any."""
+        found = [
+            r
+            for r in read_metrics(self.path)
+            if r.get("kind") == "eval" and r.get("step") == step and r.get("blocks", blocks) == blocks
+        ]
         return float(found[-1]["loss"]) if self.enabled and found else None
 
     def close(self) -> None:
