@@ -535,7 +535,7 @@ def test_interim_evaluations_sample_the_split_and_the_last_reads_it_all(
     packed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pycpilot.pack.reader import PackedDataset
-    from pycpilot.train import loop
+    from pycpilot.train import evaluation as loop
 
     assert list(loop.eval_indices(10, None)) == list(range(10)) == list(loop.eval_indices(10, 50))
     assert list(loop.eval_indices(10, 3)) == [0, 4, 8] and list(loop.eval_indices(100, 10)) == list(range(0, 100, 10))
