@@ -8,6 +8,7 @@ can read it: `numpy.memmap(path, dtype, mode="r", shape=(blocks, context_length)
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,45 @@ import numpy as np
 import torch
 
 from pycpilot.errors import PycpilotError
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    files: int
+    tokens: int  # before cutting into blocks (the last partial block is dropped)
+    blocks: int
+    bytes: int  # UTF-8 bytes of the split's files: bits per byte = nats per token / ln 2 * tokens / bytes
+
+
+@dataclass(frozen=True)
+class PackInfo:
+    """A pack folder's manifest as the stages after it read it: the block length is decided here, once."""
+
+    path: Path
+    context_length: int  # tokens per block
+    dtype: str
+    splits: dict[str, SplitInfo]
+    tokenizer_path: str | None  # the tokenizer the blocks were made with, and its hash
+    tokenizer_sha256: str | None
+    data_sha256: str | None  # the data folder's content hash
+
+    @classmethod
+    def read(cls, pack_dir: str | Path) -> PackInfo:
+        m = read_pack_manifest(pack_dir)
+        try:
+            splits = {
+                name: SplitInfo(int(s.get("files", 0)), int(s["tokens"]), int(s["blocks"]), int(s.get("bytes", 0)))
+                for name, s in m["splits"].items()
+            }
+            tokenizer, data = m.get("tokenizer") or {}, m.get("data") or {}
+            return cls(Path(pack_dir), int(m["context_length"]), str(m["dtype"]), splits, tokenizer.get("path"),
+                       tokenizer.get("sha256"), data.get("content_sha256"))  # fmt: skip
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise PycpilotError(f"{pack_dir}/manifest.json is not a valid pack manifest (a field is missing)") from None
+
+    def tokens_per_byte(self, split: str = "valid") -> float:
+        s = self.splits.get(split)
+        return s.tokens / s.bytes if s and s.bytes else float("nan")
 
 
 def read_pack_manifest(pack_dir: str | Path) -> dict[str, Any]:

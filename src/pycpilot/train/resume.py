@@ -16,6 +16,7 @@ import torch
 
 from pycpilot.errors import PycpilotError
 from pycpilot.manifest import check_output_dir
+from pycpilot.pack.reader import PackInfo
 from pycpilot.train import checkpoint as ckpt
 from pycpilot.train import sharding
 from pycpilot.train.config import TrainConfig
@@ -95,15 +96,15 @@ def resume_weights(start: tuple[Path, dict], model: Any, model_config: Any, log:
     return saved
 
 
-def run_key(cfg: TrainConfig, order: BatchOrder, pack: dict, block: int) -> dict[str, Any]:
+def run_key(cfg: TrainConfig, order: BatchOrder, pack: PackInfo, block: int) -> dict[str, Any]:
     """What decides which blocks each step sees: a resumed run must agree on all of it (the number of
     processes may change, the global batch may not)."""
     return {
         "global_batch": order.global_batch,
         "seed": cfg.seed,
         "block": block,
-        "train_blocks": pack["splits"]["train"].get("blocks"),
-        "data_sha256": pack.get("data", {}).get("content_sha256"),
+        "train_blocks": pack.splits["train"].blocks,
+        "data_sha256": pack.data_sha256,
     }
 
 

@@ -97,9 +97,9 @@ def write_manifest(run: Run, status: str, extra: dict, files: dict | None = None
             | {"parameters": run.params},
             "packed": {
                 "path": str(cfg.packed),
-                "context_length": run.pack["context_length"],
-                "tokenizer_sha256": run.pack.get("tokenizer", {}).get("sha256"),
-                "data_sha256": run.pack.get("data", {}).get("content_sha256"),
+                "context_length": run.pack.context_length,
+                "tokenizer_sha256": run.pack.tokenizer_sha256,
+                "data_sha256": run.pack.data_sha256,
             },
             "checkpoints": [p.name for p in ckpt.sealed_checkpoints(run.out / "checkpoints")],
             "result": extra,

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from pycpilot.errors import PycpilotError
-from pycpilot.pack.reader import PackedDataset, read_pack_manifest
+from pycpilot.pack.reader import PackedDataset, PackInfo
 from pycpilot.tokenizer.load import load_tokenizer, tokenizer_hash
 from pycpilot.train import sharding
 from pycpilot.train.budget import size_to_budget
@@ -38,7 +38,7 @@ class Run:
     rt: Runtime
     out: Path
     log: Callable[..., None]
-    pack: dict[str, Any]
+    pack: PackInfo
     train_ds: PackedDataset
     valid_ds: PackedDataset
     tokenizer: Any
@@ -67,12 +67,12 @@ class Run:
         return self.cfg.resolved("batch_size")
 
 
-def read_inputs(cfg: TrainConfig) -> tuple[dict, PackedDataset, PackedDataset, Any]:
-    pack = read_pack_manifest(cfg.packed)
+def read_inputs(cfg: TrainConfig) -> tuple[PackInfo, PackedDataset, PackedDataset, Any]:
+    pack = PackInfo.read(cfg.packed)
     train_ds, valid_ds = PackedDataset(cfg.packed, "train"), PackedDataset(cfg.packed, "valid")
-    tok_dir = Path(cfg.tokenizer or pack.get("tokenizer", {}).get("path", ""))
+    tok_dir = Path(cfg.tokenizer or pack.tokenizer_path or "")
     tokenizer = load_tokenizer(tok_dir)
-    packed_with = pack.get("tokenizer", {}).get("sha256")
+    packed_with = pack.tokenizer_sha256
     if packed_with and tokenizer_hash(tok_dir) != packed_with:
         raise PycpilotError(f"tokenizer {tok_dir} is not the one {cfg.packed} was packed with (hashes differ)")
     return pack, train_ds, valid_ds, tokenizer
@@ -83,11 +83,11 @@ def setup(cfg: TrainConfig, rt: Runtime) -> Run:
     pack, train_ds, valid_ds, tokenizer = read_inputs(cfg)
     rt.dtype = compute_dtype(cfg.precision, rt.device)
     rt.malloc_tuned = keep_freed_memory()
-    block = int(pack["context_length"])
+    block = pack.context_length
     log = (lambda *a: None) if (cfg.quiet or not rt.main) else (lambda *a: print(*a, flush=True))
     sizing = None
     if cfg.auto_size():
-        cfg, sizing = size_to_budget(cfg, out, tokenizer, block, rt, int(pack["splits"]["train"]["tokens"]))
+        cfg, sizing = size_to_budget(cfg, out, tokenizer, block, rt, pack.splits["train"].tokens)
         log(f"train: sized for {cfg.max_time}: {sizing['line']}")
         if sizing.get("data_note"):
             log(f"train: note: {sizing['data_note']}")
@@ -144,7 +144,6 @@ def setup(cfg: TrainConfig, rt: Runtime) -> Run:
     if epochs is None:
         epochs = None if budget and not cfg.max_steps else cfg.preset_values().epochs
     total_steps = cfg.max_steps or (math.ceil(epochs * order.steps_per_epoch) if epochs else None)
-    valid = pack["splits"]["valid"]
     return Run(
         cfg=cfg, rt=rt, out=out, log=log, pack=pack, train_ds=train_ds, valid_ds=valid_ds, tokenizer=tokenizer,
         block=block, sizing=sizing, model=model, model_config=model_config,
@@ -152,7 +151,7 @@ def setup(cfg: TrainConfig, rt: Runtime) -> Run:
         optimizer=optimizer, scaler=scaler, run_key=key,
         state=State() if saved is None else resume_state(saved, lossy, optimizer, scaler), resumed=saved is not None,
         budget=budget, total_steps=total_steps, tokens_per_step=order.global_batch * block,
-        tokens_per_byte=valid["tokens"] / max(valid["bytes"], 1), estimate_gib=estimate_gib,
+        tokens_per_byte=pack.tokens_per_byte("valid"), estimate_gib=estimate_gib,
     )  # fmt: skip
 
 
