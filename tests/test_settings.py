@@ -111,3 +111,21 @@ def test_run_stage_options_parse_with_the_stage_fields() -> None:
         parse_options(TrainConfig, ["--lr", "x"], "--train.*")
     with pytest.raises(PycpilotError, match="unrecognized arguments: --out"):
         parse_options(TrainConfig, ["--out", "x"], "--train.*", skip={"out"})
+
+
+def test_the_command_line_is_built_without_torch_or_datasets() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pycpilot.cli import build_parser; build_parser(); "
+        "print(sorted({'torch', 'datasets'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_train_config_names_the_optimizers_and_schedules_optim_knows() -> None:
+    from pycpilot.train import config, optim
+
+    assert config.OPTIMIZERS == optim.OPTIMIZERS and config.SCHEDULES == optim.SCHEDULES

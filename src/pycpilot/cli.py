@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -12,94 +13,25 @@ from pycpilot.cli_eval import add_complete, add_eval
 from pycpilot.cli_run import add_run, stage_options
 from pycpilot.cli_serve import add_serve
 from pycpilot.errors import Interrupted, PycpilotError
-from pycpilot.settings import add_options, given
+from pycpilot.settings import add_options, given, load_settings
+from pycpilot.stages import PIPELINE, Stage
 
 
-def _add_data(sub: argparse._SubParsersAction) -> None:
-    from pycpilot.data.config import DataConfig
-
-    p = sub.add_parser(
-        "data",
-        help="collect and clean Python files into a train/valid DatasetDict (seed 7.4.1)",
-        description="Collect Python files from one or more sources, clean them with CodeParrot's filters, "
-        "split train/valid by repository and save a datasets.DatasetDict (codeparrot-ds schema) "
-        "with a manifest.json.",
+def add_stage(sub: argparse._SubParsersAction, stage: Stage) -> None:
+    """`pycpilot STAGE`: the stage config's fields as options, --recipe for a file of them."""
+    p = sub.add_parser(stage.name, help=stage.help, description=stage.description)
+    p.add_argument(
+        "--recipe", type=Path, help="YAML or JSON file of these settings (names as below, - or _); options win"
     )
-    add_options(p, DataConfig, required={"out"})
-    p.set_defaults(run=_run_data)
+    add_options(p, stage.config_class(), required=stage.required)
+    p.set_defaults(run=functools.partial(_run_stage, stage))
 
 
-def _run_data(args: argparse.Namespace) -> int:
-    from pycpilot.data import DataConfig, build_dataset
-
-    build_dataset(DataConfig(**given(DataConfig, args)))
-    return 0
-
-
-def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
-    from pycpilot.tokenizer.config import TokenizerConfig
-
-    p = sub.add_parser(
-        "tokenizer",
-        help="train a byte-level BPE code tokenizer on the train split (seed 7.4.2)",
-        description="Train a GPT-2-style byte-level BPE (GPT-2's regex, byte alphabet, <|endoftext|>) with "
-        "StarCoder's FIM tokens on the train split of a `pycpilot data` folder, save it with save_pretrained "
-        "(+ vocab.json, merges.txt, special_tokens_map.json, manifest.json) and compare it with a baseline.",
-    )
-    add_options(p, TokenizerConfig, required={"data", "out"})
-    p.set_defaults(run=_run_tokenizer)
-
-
-def _run_tokenizer(args: argparse.Namespace) -> int:
-    from pycpilot.tokenizer import TokenizerConfig, train_tokenizer
-
-    train_tokenizer(TokenizerConfig(**given(TokenizerConfig, args)))
-    return 0
-
-
-def _add_pack(sub: argparse._SubParsersAction) -> None:
-    from pycpilot.pack.config import PackConfig
-
-    p = sub.add_parser(
-        "pack",
-        help="tokenize the corpus and cut it into blocks of token ids (seed 7.4.3)",
-        description="Tokenize every file of a `pycpilot data` folder, append <|endoftext|>, concatenate and cut "
-        "into blocks of --context-length tokens (only the last partial block of a split is dropped), with "
-        "optional fill-in-the-middle; read the result with pycpilot.pack.PackedDataset.",
-    )
-    add_options(p, PackConfig, required={"data", "tokenizer", "out"})
-    p.set_defaults(run=_run_pack)
-
-
-def _run_pack(args: argparse.Namespace) -> int:
-    from pycpilot.pack import PackConfig, pack_dataset
-
-    pack_dataset(PackConfig(**given(PackConfig, args)))
-    return 0
-
-
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    from pycpilot.train.config import TrainConfig
-
-    p = sub.add_parser(
-        "train",
-        help="train a GPT-2 from scratch on packed blocks (seed 7.4.4)",
-        description="Train transformers' GPT2LMHeadModel from a preset on a `pycpilot pack` folder, on a CPU or, "
-        "launched with torchrun / accelerate launch, on several GPUs and nodes. Settings come from the preset, "
-        "then --recipe FILE (YAML/JSON), then the options given here. Unset options show (preset).",
-    )
-    p.add_argument("--recipe", type=Path, help="YAML or JSON file of settings (names as below, - or _)")
-    add_options(p, TrainConfig, required={"packed", "out"})
-    p.set_defaults(run=_run_train)
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    from pycpilot.train import TrainConfig, train
-    from pycpilot.train.config import load_recipe
-
-    values = load_recipe(args.recipe) if args.recipe else {}
-    values.update(given(TrainConfig, args))
-    train(TrainConfig(**values))
+def _run_stage(stage: Stage, args: argparse.Namespace) -> int:
+    cls = stage.config_class()
+    values = load_settings(cls, args.recipe, fixed=stage.required) if args.recipe else {}
+    values.update(given(cls, args))
+    stage.entry()(cls(**values))
     return 0
 
 
@@ -111,10 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pycpilot {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_data(sub)
-    _add_tokenizer(sub)
-    _add_pack(sub)
-    _add_train(sub)
+    for stage in PIPELINE:
+        add_stage(sub, stage)
     add_complete(sub)
     add_eval(sub)
     add_serve(sub)

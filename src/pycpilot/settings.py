@@ -149,6 +149,13 @@ def coerce(
     return out
 
 
+def load_settings(cls: type, path: Path, fixed: set[str] = frozenset()) -> dict[str, Any]:
+    """A recipe file (YAML or JSON) of `cls` fields, typed and checked field by field."""
+    from pycpilot.recipes import read_mapping
+
+    return coerce(cls, read_mapping(path), f"recipe {path}", fixed=fixed)
+
+
 def _typed(kind_: tuple[str, bool], value: Any, what: str) -> Any:
     base, optional = kind_
     if value is None and optional:

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from pycpilot.errors import PycpilotError
@@ -59,6 +58,8 @@ def _windows(n: int, context: int, stride: int) -> list[tuple[int, int, int]]:
 
 def file_nll(forward: Any, ids: list[int], context: int, stride: int) -> float:
     """Summed negative log-likelihood (nats) of ids[1:] given what precedes each, window by window."""
+    import torch
+
     total = 0.0
     x_all = torch.tensor(ids)
     for begin, end, first in _windows(len(ids), context, stride):
@@ -71,6 +72,8 @@ def file_nll(forward: Any, ids: list[int], context: int, stride: int) -> float:
 
 
 def evaluate_perplexity(cfg: PerplexityConfig) -> dict[str, Any]:
+    import torch
+
     from pycpilot.generate import Completer
 
     cfg.validate()

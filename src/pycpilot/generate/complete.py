@@ -20,14 +20,11 @@ import torch
 from pycpilot.errors import PycpilotError
 from pycpilot.generate.decode import FastGPT2, Unsupported, sample_next
 from pycpilot.generate.load import load_model
-from pycpilot.generate.text import SCOPES, Stopper, TokenText, safe_stream_length
+from pycpilot.generate.text import ENGINES, SCOPES, Stopper, TokenText, safe_stream_length
 from pycpilot.tokenizer.specials import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
 MIN_TEMPERATURE = 1e-6  # below this, logits / temperature overflow to inf and sampling breaks: use 0 (greedy)
 MAX_PROMPT_BYTES = 16 * 2**20  # a prompt file or stdin; only its last context's worth of tokens is used anyway
-
-
-ENGINES = ("auto", "native", "torch", "hf")
 
 
 def check_settings(

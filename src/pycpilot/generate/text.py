@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+ENGINES = ("auto", "native", "torch", "hf")  # decoders (complete.py); here, where settings read them without torch
+
 # CodeParrot's HumanEval stops: a new top-level statement ends the function being written.
 BLOCK_STOPS = ["\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif"]
 SCOPES = ("line", "block", "file")

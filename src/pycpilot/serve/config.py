@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pycpilot.errors import PycpilotError
-from pycpilot.generate.complete import ENGINES
-from pycpilot.generate.text import SCOPES
+from pycpilot.generate.text import ENGINES, SCOPES
 from pycpilot.settings import check, setting
 
 LOOPBACK_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"

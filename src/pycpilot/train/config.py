@@ -9,11 +9,11 @@ from typing import Any
 
 from pycpilot.errors import PycpilotError
 from pycpilot.presets import PRESETS, Preset, get_preset
-from pycpilot.recipes import read_mapping
-from pycpilot.settings import check, coerce, setting
-from pycpilot.train.optim import OPTIMIZERS, SCHEDULES
+from pycpilot.settings import check, load_settings, setting
 
 DEFAULT_PRESET = "tiny"
+OPTIMIZERS = ("adamw", "muon")  # as optim.py names them (a test checks they agree); no torch import here
+SCHEDULES = ("cosine", "wsd")
 
 
 _IO, _MODEL, _OPT = "input and output", "model", "optimiser and schedule"
@@ -203,4 +203,4 @@ def parse_duration(text: str) -> float:
 
 def load_recipe(path: Path) -> dict[str, Any]:
     """A YAML or JSON file of TrainConfig fields (dashes or underscores), checked field by field."""
-    return coerce(TrainConfig, read_mapping(path), f"recipe {path}", fixed={"packed", "out"})
+    return load_settings(TrainConfig, path, fixed={"packed", "out"})

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-OPTIMIZERS = ("adamw", "muon")
+OPTIMIZERS = ("adamw", "muon")  # TrainConfig's choices (config.py keeps its own copy: it must not import torch)
 SCHEDULES = ("cosine", "wsd")
 
 
