@@ -18,8 +18,9 @@ from pycpilot.checks import short
 from pycpilot.errors import PycpilotError
 from pycpilot.recipes import check_keys, read_mapping
 from pycpilot.settings import check, coerce, setting
+from pycpilot.stages import PIPELINE
 
-STAGES = ("data", "tokenizer", "pack", "train", "eval")
+STAGES = (*(stage.name for stage in PIPELINE), "eval")  # the pipeline's, then the run's own evaluation
 # CodeParrot's familiar prompts (the seed's 7.4.5), completed at the end of a run; like theirs, no final newline.
 PROMPTS = [
     'def area_of_rectangle(a: float, b: float):\n    """Return the area of the rectangle."""',

@@ -1,4 +1,8 @@
-"""The five stages as `pycpilot run` drives them: the config each gets, how it runs, the figures it reports."""
+"""The five stages as `pycpilot run` drives them: the config each gets, how it runs, the figures it reports.
+
+Four are the pipeline's (stages.py: each stage's config class, entry function and input folders); the fifth,
+`eval`, is the run's own plan (HumanEval, line completion, the familiar prompts).
+"""
 
 from __future__ import annotations
 
@@ -12,17 +16,21 @@ from typing import Any
 from pycpilot.manifest import MANIFEST
 from pycpilot.run.config import stage_flags
 from pycpilot.settings import coerce
+from pycpilot.stages import BY_NAME
 
 
 @dataclass
 class Folders:
     root: Path
 
+    def of(self, stage: str) -> Path:
+        """A stage's output folder in the run (train's is model/)."""
+        return self.root / (BY_NAME[stage].folder if stage in BY_NAME else stage)
+
     def __getattr__(self, name: str) -> Path:
-        names = {"data": "data", "tokenizer": "tokenizer", "packed": "packed", "model": "model", "eval": "eval"}
-        if name not in names:
+        if name not in ("data", "tokenizer", "packed", "model", "eval"):
             raise AttributeError(name)
-        return self.root / names[name]
+        return self.root / name
 
 
 def _manifest(folder: Path) -> dict[str, Any]:
@@ -32,229 +40,190 @@ def _manifest(folder: Path) -> dict[str, Any]:
         return {}
 
 
-def _build(config_cls: type, given: dict[str, Any], fixed: dict[str, Any], stage: str) -> Any:
-    """The stage's config from a run's settings, checked (types, choices, bounds) before any stage runs."""
-    values = coerce(config_cls, given, stage, fixed=set(fixed), fixed_why="is set by `pycpilot run` itself")
-    config = config_cls(**{**values, **fixed})
-    with stage_flags(stage):
+def config_class(stage: str) -> type:
+    """The config dataclass whose `setting` fields are the stage's options."""
+    if stage == "eval":
+        from pycpilot.run.config import EvalPlan
+
+        return EvalPlan
+    return BY_NAME[stage].config_class()
+
+
+def build_config(name: str, cfg: Any, f: Folders) -> Any:
+    """The stage's config from the run's settings and folders, checked (types, choices, bounds) before any
+    stage runs."""
+    if name == "eval":
+        return dataclasses.asdict(cfg.eval_plan())
+    stage = BY_NAME[name]
+    given = cfg.stage(name)
+    fixed: dict[str, Any] = {"out": f.of(name), "quiet": cfg.quiet}
+    fixed |= {field: f.of(source) for field, source in stage.inputs.items()}
+    if name == "data":
+        fixed["sources"] = cfg.sources
+    if name in ("tokenizer", "pack"):
+        given = {"preset": cfg.data_preset, **given}
+    if name == "train":  # resume or overwrite: decided when it runs
+        given = {"preset": cfg.train_preset, **given}
+        if not any(given.get(k) for k in ("max_time", "max_steps", "epochs")) and cfg.preset in ("auto", "tiny"):
+            given["max_time"] = "4m"  # the demo's budget: the whole run stays under 10 minutes on 2 cores
+        given.setdefault("save_every", 200)  # an interrupted run resumes from at most 200 steps back
+    else:
+        fixed["overwrite"] = True
+    cls = stage.config_class()
+    values = coerce(cls, given, name, fixed=set(fixed), fixed_why="is set by `pycpilot run` itself")
+    config = cls(**{**values, **fixed})
+    with stage_flags(name):
         config.validate()
     return config
 
 
-class Data:
-    @staticmethod
-    def config(cfg: Any, f: Folders) -> Any:
-        from pycpilot.data import DataConfig
-
-        return _build(DataConfig, cfg.stage("data"), {"out": f.data, "sources": cfg.sources, "overwrite": True,
-                                                       "quiet": cfg.quiet}, "data")  # fmt: skip
-
-    @staticmethod
-    def run(config: Any, cfg: Any, f: Folders, resume: bool) -> dict[str, Any]:
-        from pycpilot.data import build_dataset
-
-        m = build_dataset(config).manifest
-        return {"seen_files": m["seen"]["files"], "seen_bytes": m["seen"]["bytes"], "kept_files": m["kept"]["files"],
-                "kept_bytes": m["kept"]["bytes"], "train_files": m["splits"]["train"]["files"],
-                "valid_files": m["splits"]["valid"]["files"]}  # fmt: skip
-
-    @staticmethod
-    def summary(x: dict[str, Any]) -> str:
-        return (f"{x['kept_files']:,} of {x['seen_files']:,} files kept ({x['kept_bytes'] / 1e6:.1f} MB); "
-                f"{x['train_files']:,} train, {x['valid_files']:,} valid")  # fmt: skip
-
-    @staticmethod
-    def finished(f: Folders) -> bool:
-        return _manifest(f.data).get("stage") == "data"
-
-    resumable = finished
+def _data_figures(m: dict[str, Any], config: Any) -> dict[str, Any]:
+    return {"seen_files": m["seen"]["files"], "seen_bytes": m["seen"]["bytes"], "kept_files": m["kept"]["files"],
+            "kept_bytes": m["kept"]["bytes"], "train_files": m["splits"]["train"]["files"],
+            "valid_files": m["splits"]["valid"]["files"]}  # fmt: skip
 
 
-class Tokenizer:
-    @staticmethod
-    def config(cfg: Any, f: Folders) -> Any:
-        from pycpilot.tokenizer import TokenizerConfig
-
-        given = {"preset": cfg.data_preset, **cfg.stage("tokenizer")}
-        return _build(TokenizerConfig, given, {"data": f.data, "out": f.tokenizer, "overwrite": True,
-                                               "quiet": cfg.quiet}, "tokenizer")  # fmt: skip
-
-    @staticmethod
-    def run(config: Any, cfg: Any, f: Folders, resume: bool) -> dict[str, Any]:
-        from pycpilot.tokenizer import train_tokenizer
-
-        m = train_tokenizer(config).manifest
-        ours = m["comparison"]["ours"]
-        return {"vocab_size": m["vocab_size"], "valid_tokens_per_byte": ours.get("valid_tokens_per_byte")}
-
-    @staticmethod
-    def summary(x: dict[str, Any]) -> str:
-        return f"vocabulary {x['vocab_size']:,}, {x['valid_tokens_per_byte']} tokens per byte on valid"
-
-    @staticmethod
-    def finished(f: Folders) -> bool:
-        return _manifest(f.tokenizer).get("stage") == "tokenizer"
-
-    resumable = finished
+def _tokenizer_figures(m: dict[str, Any], config: Any) -> dict[str, Any]:
+    ours = m["comparison"]["ours"]
+    return {"vocab_size": m["vocab_size"], "valid_tokens_per_byte": ours.get("valid_tokens_per_byte")}
 
 
-class Pack:
-    @staticmethod
-    def config(cfg: Any, f: Folders) -> Any:
-        from pycpilot.pack import PackConfig
-
-        given = {"preset": cfg.data_preset, **cfg.stage("pack")}
-        return _build(PackConfig, given, {"data": f.data, "tokenizer": f.tokenizer, "out": f.packed,
-                                          "overwrite": True, "quiet": cfg.quiet}, "pack")  # fmt: skip
-
-    @staticmethod
-    def run(config: Any, cfg: Any, f: Folders, resume: bool) -> dict[str, Any]:
-        from pycpilot.pack import pack_dataset
-
-        m = pack_dataset(config).manifest
-        train = m["splits"]["train"]
-        return {"tokens": train["tokens"], "blocks": train["blocks"], "context_length": m["context_length"],
-                "valid_blocks": m["splits"]["valid"]["blocks"]}  # fmt: skip
-
-    @staticmethod
-    def summary(x: dict[str, Any]) -> str:
-        return (f"{x['tokens']:,} train tokens in {x['blocks']:,} blocks of {x['context_length']}, "
-                f"{x['valid_blocks']:,} valid blocks")  # fmt: skip
-
-    @staticmethod
-    def finished(f: Folders) -> bool:
-        return _manifest(f.packed).get("stage") == "pack"
-
-    resumable = finished
+def _pack_figures(m: dict[str, Any], config: Any) -> dict[str, Any]:
+    train = m["splits"]["train"]
+    return {"tokens": train["tokens"], "blocks": train["blocks"], "context_length": m["context_length"],
+            "valid_blocks": m["splits"]["valid"]["blocks"]}  # fmt: skip
 
 
-class Train:
-    @staticmethod
-    def config(cfg: Any, f: Folders) -> Any:
-        from pycpilot.train import TrainConfig
+def _train_figures(m: dict[str, Any], config: Any) -> dict[str, Any]:
+    result, model = m["result"], m["model"]
+    figures = {k: result[k] for k in ("steps", "tokens", "train_seconds", "tokens_per_s", "valid_loss",
+                                      "valid_perplexity", "valid_bpb", "stopped_by") if k in result}  # fmt: skip
+    figures["model"] = f"{model['n_layer']}x{model['n_embd']}"
+    figures["parameters"] = model["parameters"]
+    figures["budget"] = config.max_time
+    if "sizing" in m:
+        figures["sizing"] = m["sizing"]["line"]
+    return figures
 
-        given = {"preset": cfg.train_preset, **cfg.stage("train")}
-        if not any(given.get(k) for k in ("max_time", "max_steps", "epochs")) and cfg.preset in ("auto", "tiny"):
-            given["max_time"] = "4m"  # the demo's budget: the whole run stays under 10 minutes on 2 cores
-        given.setdefault("save_every", 200)  # an interrupted run resumes from at most 200 steps back
-        return _build(TrainConfig, given, {"packed": f.packed, "out": f.model, "quiet": cfg.quiet}, "train")
 
-    @staticmethod
-    def run(config: Any, cfg: Any, f: Folders, resume: bool) -> dict[str, Any]:
-        from pycpilot.train import train
+def _data_summary(x: dict[str, Any]) -> str:
+    return (f"{x['kept_files']:,} of {x['seen_files']:,} files kept ({x['kept_bytes'] / 1e6:.1f} MB); "
+            f"{x['train_files']:,} train, {x['valid_files']:,} valid")  # fmt: skip
 
-        config.resume, config.overwrite = resume, not resume
-        manifest = train(config).manifest
-        result, model = manifest["result"], manifest["model"]
-        figures = {k: result[k] for k in ("steps", "tokens", "train_seconds", "tokens_per_s", "valid_loss",
-                                          "valid_perplexity", "valid_bpb", "stopped_by") if k in result}  # fmt: skip
-        figures["model"] = f"{model['n_layer']}x{model['n_embd']}"
-        figures["parameters"] = model["parameters"]
-        figures["budget"] = config.max_time
-        if "sizing" in manifest:
-            figures["sizing"] = manifest["sizing"]["line"]
-        return figures
 
-    @staticmethod
-    def summary(x: dict[str, Any]) -> str:
-        model = f"GPT-2 {x['model']} ({x['parameters'] / 1e6:.1f}M), " if "model" in x else ""
-        budget = f" in {x['budget']}" if x.get("budget") else ""
-        return (f"{model}{x['steps']:,} steps{budget}, {x['tokens_per_s']:,.0f} tokens/s; valid {x['valid_bpb']:.3f} "
-                f"bits per byte, perplexity {x['valid_perplexity']:.1f}")  # fmt: skip
+def _tokenizer_summary(x: dict[str, Any]) -> str:
+    return f"vocabulary {x['vocab_size']:,}, {x['valid_tokens_per_byte']} tokens per byte on valid"
 
-    @staticmethod
-    def finished(f: Folders) -> bool:
-        return _manifest(f.model).get("status") == "done"
 
-    @staticmethod
-    def resumable(f: Folders) -> bool:
+def _pack_summary(x: dict[str, Any]) -> str:
+    return (f"{x['tokens']:,} train tokens in {x['blocks']:,} blocks of {x['context_length']}, "
+            f"{x['valid_blocks']:,} valid blocks")  # fmt: skip
+
+
+def _train_summary(x: dict[str, Any]) -> str:
+    model = f"GPT-2 {x['model']} ({x['parameters'] / 1e6:.1f}M), " if "model" in x else ""
+    budget = f" in {x['budget']}" if x.get("budget") else ""
+    return (f"{model}{x['steps']:,} steps{budget}, {x['tokens_per_s']:,.0f} tokens/s; valid {x['valid_bpb']:.3f} "
+            f"bits per byte, perplexity {x['valid_perplexity']:.1f}")  # fmt: skip
+
+
+def _eval_summary(x: dict[str, Any]) -> str:
+    parts = []
+    if "humaneval" in x:
+        h = x["humaneval"]
+        parts.append(f"HumanEval pass@1 {h['pass@1']:.2f}% ({h['tasks']} problems x {h['samples_per_task']})")
+    if "lines" in x:
+        parts.append(
+            f"lines exact {x['lines']['exact_match']:.1f}%, edit similarity {x['lines']['edit_similarity']:.1f}"
+        )
+    ms = [c["ms"] for c in x.get("completions", [])]
+    if ms:
+        parts.append(f"{len(ms)} completions, {sum(ms) / len(ms):.0f} ms each")
+    return "; ".join(parts)
+
+
+_FIGURES = {"data": _data_figures, "tokenizer": _tokenizer_figures, "pack": _pack_figures, "train": _train_figures}
+_SUMMARIES = {"data": _data_summary, "tokenizer": _tokenizer_summary, "pack": _pack_summary, "train": _train_summary,
+              "eval": _eval_summary}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StageRunner:
+    """One stage as the pipeline drives it: its config, its run (-> figures), its summary, whether it is done."""
+
+    name: str
+
+    def config(self, cfg: Any, f: Folders) -> Any:
+        return build_config(self.name, cfg, f)
+
+    def run(self, config: Any, cfg: Any, f: Folders, resume: bool) -> dict[str, Any]:
+        if self.name == "eval":
+            return _run_eval(config, cfg, f)
+        if self.name == "train":
+            config.resume, config.overwrite = resume, not resume
+        manifest = BY_NAME[self.name].entry()(config).manifest
+        return _FIGURES[self.name](manifest, config)
+
+    def summary(self, figures: dict[str, Any]) -> str:
+        return _SUMMARIES[self.name](figures)
+
+    def finished(self, f: Folders) -> bool:
+        if self.name == "eval":
+            return (f.eval / "completions.json").exists()
+        m = _manifest(f.of(self.name))
+        return m.get("stage") == self.name and (self.name != "train" or m.get("status") == "done")
+
+    def resumable(self, f: Folders) -> bool:
+        if self.name != "train":
+            return self.finished(f)
         from pycpilot.train import checkpoint
 
         # Only whole checkpoints count: with every one damaged, training starts over instead of failing for ever.
         return checkpoint.newest_whole(f.model / "checkpoints")[0] is not None
 
 
-class Eval:
-    @staticmethod
-    def config(cfg: Any, f: Folders) -> Any:
-        return dataclasses.asdict(cfg.eval_plan())
+def _run_eval(config: dict[str, Any], cfg: Any, f: Folders) -> dict[str, Any]:
+    """HumanEval, line completion and the familiar prompts, on the run's model."""
+    from pycpilot.evaluate.humaneval import HumanEvalConfig, evaluate_humaneval
+    from pycpilot.evaluate.lines import LinesConfig, evaluate_lines
+    from pycpilot.generate import Completer
+    from pycpilot.manifest import write_json_atomic
+    from pycpilot.run.config import PROMPTS
 
-    @staticmethod
-    def run(config: dict[str, Any], cfg: Any, f: Folders, resume: bool) -> dict[str, Any]:
-        from pycpilot.evaluate.humaneval import HumanEvalConfig, evaluate_humaneval
-        from pycpilot.evaluate.lines import LinesConfig, evaluate_lines
-        from pycpilot.generate import Completer
-        from pycpilot.manifest import write_json_atomic
-        from pycpilot.run.config import PROMPTS
+    f.eval.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Any] = {}
+    if config["humaneval_limit"]:
+        he = HumanEvalConfig(
+            out=f.eval / "humaneval", model=f.model, n=config["n"], temperatures=[config["temperature"]],
+            limit=config["humaneval_limit"], overwrite=True, quiet=cfg.quiet,
+            allow_weak_sandbox=config["allow_weak_sandbox"],
+        )  # fmt: skip
+        summary = evaluate_humaneval(he)
+        figures["humaneval"] = next(iter(summary.values()))
+    if config["lines"]:
+        lines = LinesConfig(model=f.model, data=f.data, samples=config["lines"], out=f.eval / "lines",
+                            quiet=cfg.quiet)  # fmt: skip
+        if (f.eval / "lines").exists():
+            import shutil
 
-        f.eval.mkdir(parents=True, exist_ok=True)
-        figures: dict[str, Any] = {}
-        if config["humaneval_limit"]:
-            he = HumanEvalConfig(
-                out=f.eval / "humaneval", model=f.model, n=config["n"], temperatures=[config["temperature"]],
-                limit=config["humaneval_limit"], overwrite=True, quiet=cfg.quiet,
-                allow_weak_sandbox=config["allow_weak_sandbox"],
-            )  # fmt: skip
-            summary = evaluate_humaneval(he)
-            figures["humaneval"] = next(iter(summary.values()))
-        if config["lines"]:
-            lines = LinesConfig(model=f.model, data=f.data, samples=config["lines"], out=f.eval / "lines",
-                                quiet=cfg.quiet)  # fmt: skip
-            if (f.eval / "lines").exists():
-                import shutil
-
-                shutil.rmtree(f.eval / "lines")
-            figures["lines"] = evaluate_lines(lines)
-        completer = Completer(f.model)
-        shown = []
-        for prompt in PROMPTS:
-            started = time.perf_counter()
-            got = completer.complete(prompt, max_new_tokens=64, heal=True)
-            ms = round((time.perf_counter() - started) * 1000, 1)
-            c = got.completions[0]
-            shown.append({"prompt": prompt, "completion": c.text, "ms": ms, "tokens": c.tokens})
-        write_json_atomic(f.eval / "completions.json", shown)
-        if not cfg.quiet:
-            for s in shown:
-                print(f"{s['prompt']}{s['completion']}\n    [{s['tokens']} tokens in {s['ms']:.0f} ms]\n", flush=True)
-        figures["completions"] = shown
-        return figures
-
-    @staticmethod
-    def summary(x: dict[str, Any]) -> str:
-        parts = []
-        if "humaneval" in x:
-            h = x["humaneval"]
-            parts.append(f"HumanEval pass@1 {h['pass@1']:.2f}% ({h['tasks']} problems x {h['samples_per_task']})")
-        if "lines" in x:
-            parts.append(
-                f"lines exact {x['lines']['exact_match']:.1f}%, edit similarity {x['lines']['edit_similarity']:.1f}"
-            )
-        ms = [c["ms"] for c in x.get("completions", [])]
-        if ms:
-            parts.append(f"{len(ms)} completions, {sum(ms) / len(ms):.0f} ms each")
-        return "; ".join(parts)
-
-    @staticmethod
-    def finished(f: Folders) -> bool:
-        return (f.eval / "completions.json").exists()
-
-    resumable = finished
+            shutil.rmtree(f.eval / "lines")
+        figures["lines"] = evaluate_lines(lines)
+    completer = Completer(f.model)
+    shown = []
+    for prompt in PROMPTS:
+        started = time.perf_counter()
+        got = completer.complete(prompt, max_new_tokens=64, heal=True)
+        ms = round((time.perf_counter() - started) * 1000, 1)
+        c = got.completions[0]
+        shown.append({"prompt": prompt, "completion": c.text, "ms": ms, "tokens": c.tokens})
+    write_json_atomic(f.eval / "completions.json", shown)
+    if not cfg.quiet:
+        for s in shown:
+            print(f"{s['prompt']}{s['completion']}\n    [{s['tokens']} tokens in {s['ms']:.0f} ms]\n", flush=True)
+    figures["completions"] = shown
+    return figures
 
 
-def config_class(stage: str) -> type:
-    """The config dataclass whose `setting` fields are the stage's options."""
-    if stage == "data":
-        from pycpilot.data.config import DataConfig as cls
-    elif stage == "tokenizer":
-        from pycpilot.tokenizer.config import TokenizerConfig as cls
-    elif stage == "pack":
-        from pycpilot.pack.config import PackConfig as cls
-    elif stage == "train":
-        from pycpilot.train.config import TrainConfig as cls
-    else:
-        from pycpilot.run.config import EvalPlan as cls
-    return cls
-
-
-STAGE_RUNNERS: dict[str, Any] = {"data": Data, "tokenizer": Tokenizer, "pack": Pack, "train": Train, "eval": Eval}
+STAGE_RUNNERS: dict[str, StageRunner] = {
+    name: StageRunner(name) for name in ("data", "tokenizer", "pack", "train", "eval")
+}
