@@ -11,8 +11,10 @@ import pytest
 from pycpilot.cli import build_parser
 from pycpilot.data.config import DataConfig
 from pycpilot.errors import PycpilotError
+from pycpilot.evaluate.humaneval import HumanEvalConfig
 from pycpilot.evaluate.lines import LinesConfig
 from pycpilot.evaluate.perplexity import PerplexityConfig
+from pycpilot.generate.config import CompleteConfig
 from pycpilot.pack.config import PackConfig
 from pycpilot.run.config import EvalPlan
 from pycpilot.serve.config import ServeConfig
@@ -28,6 +30,8 @@ DERIVED = {
     "serve": ServeConfig,
     "eval perplexity": PerplexityConfig,
     "eval lines": LinesConfig,
+    "eval humaneval": HumanEvalConfig,
+    "complete": CompleteConfig,
 }
 
 
@@ -45,12 +49,12 @@ def test_every_field_is_an_option_with_its_help_and_no_second_default(command: s
     actions = {a.dest: a for a in sub._actions}
     for f, spec in specs(cls):
         action = actions[f.name]
-        assert option(f, spec) in action.option_strings
+        assert spec.positional or option(f, spec) in action.option_strings
         assert spec.help in (action.help or "")
         assert action.default is argparse.SUPPRESS  # the dataclass's default is the only one
         if spec.choices:
             assert list(action.choices) == list(spec.choices)
-    options = {a.dest for a in sub._actions if a.option_strings and a.dest not in ("help", "recipe")}
+    options = {a.dest for a in sub._actions if a.dest not in ("help", "recipe")}
     assert options == {f.name for f, s in specs(cls) if s.cli}  # and no option without a field
 
 

@@ -38,6 +38,9 @@ class Spec:
     group: str | None = None  # the --help section
     metavar: str | None = None
     cli: bool = True  # False: Python and recipes only
+    positional: bool = False  # an optional positional argument (`pycpilot complete PROMPT`)
+    nargs: str | None = None  # "+": a list given as one option with several values (else: repeatable)
+    alternative: bool = False  # one of a required group of alternatives (--model or --samples)
 
 
 def setting(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | None = None, **spec: Any) -> Any:
@@ -72,6 +75,13 @@ def kind(cls: type, f: dataclasses.Field) -> tuple[str, bool]:
     return names.get(base, "str"), optional
 
 
+def item_type(cls: type, f: dataclasses.Field) -> type:
+    """What a list field holds (str, or float for list[float])."""
+    hint = typing.get_type_hints(cls)[f.name]
+    lists = [a for a in (hint, *typing.get_args(hint)) if typing.get_origin(a) is list]
+    return typing.get_args(lists[0])[0] if lists else str
+
+
 def _default_text(f: dataclasses.Field, help: str) -> str:
     if "default:" in help:  # the help says it in words ("the preset's", "the cores")
         return ""
@@ -92,14 +102,21 @@ def add_options(
 ) -> None:
     """One option per `setting` field of `cls` (not in `skip`), grouped by Spec.group, in field order."""
     groups: dict[str | None, Any] = {None: parser}
+    alternatives = None
     for f, spec in specs(cls):
         if not spec.cli or f.name in skip:
             continue
         if spec.group not in groups:
             groups[spec.group] = parser.add_argument_group(spec.group)
         target = groups[spec.group]
-        names = ([spec.alias] if spec.alias else []) + [option(f, spec)]
+        if spec.alternative:
+            alternatives = alternatives or parser.add_mutually_exclusive_group(required=True)
+            target = alternatives
         base, _ = kind(cls, f)
+        if spec.positional:
+            target.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, help=spec.help)
+            continue
+        names = ([spec.alias] if spec.alias else []) + [option(f, spec)]
         extra: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
         if base == "bool":  # a flag; a bool that may be None ("the preset's") gets --NAME and --no-NAME
             optional = kind(cls, f)[1]
@@ -110,7 +127,11 @@ def add_options(
             continue
         extra["type"] = spec.parse or {"int": int, "float": float, "path": Path}.get(base, str)
         if base == "list" and spec.parse is None:
-            extra["action"] = "append"  # repeatable
+            extra["type"] = item_type(cls, f)
+            if spec.nargs:
+                extra["nargs"] = spec.nargs
+            else:
+                extra["action"] = "append"  # repeatable
         if spec.choices:
             extra["choices"] = list(spec.choices)
         if spec.metavar:
@@ -145,7 +166,7 @@ def coerce(
             raise PycpilotError(f"{where}: {key} {fixed_why}")
         if name not in fields:
             raise PycpilotError(f"{where}: unknown setting {short(key)}")
-        out[name] = _typed(kind(cls, fields[name]), value, f"{where}: {key}")
+        out[name] = _typed(kind(cls, fields[name]), value, f"{where}: {key}", item_type(cls, fields[name]))
     return out
 
 
@@ -156,7 +177,7 @@ def load_settings(cls: type, path: Path, fixed: set[str] = frozenset()) -> dict[
     return coerce(cls, read_mapping(path), f"recipe {path}", fixed=fixed)
 
 
-def _typed(kind_: tuple[str, bool], value: Any, what: str) -> Any:
+def _typed(kind_: tuple[str, bool], value: Any, what: str, item: type = str) -> Any:
     base, optional = kind_
     if value is None and optional:
         return None
@@ -169,11 +190,14 @@ def _typed(kind_: tuple[str, bool], value: Any, what: str) -> Any:
             return float(value)  # YAML reads 3e-3 as text
         if base in ("str", "path") and isinstance(value, (str, Path)):
             return Path(value) if base == "path" else str(value)
-        if base == "list" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        if base == "list" and isinstance(value, list) and item is str and all(isinstance(v, str) for v in value):
             return list(value)
+        numbers = isinstance(value, list) and all(isinstance(v, (int, float, str)) for v in value)
+        if base == "list" and item is float and numbers and not any(isinstance(v, bool) for v in value):
+            return [float(v) for v in value]
     except (TypeError, ValueError, OverflowError):
         pass
-    wanted = {"list": "a list of strings", "path": "a path"}.get(base, base)
+    wanted = {"list": f"a list of {'numbers' if item is float else 'strings'}", "path": "a path"}.get(base, base)
     raise PycpilotError(f"{what} must be {wanted}{' or null' if optional else ''}, not {short(value)}")
 
 
@@ -183,17 +207,21 @@ def check(config: Any) -> None:
         value = getattr(config, f.name)
         if value is None:
             continue
-        name = option(f, spec).removeprefix("--no-").removeprefix("--")
-        flag = f"--{name}"
+        flag = option(f, spec)
+        if flag.startswith("--"):  # --no-heal's bounds are heal's: name the setting
+            flag = "--" + flag.removeprefix("--no-").removeprefix("--")
+        elif spec.positional:
+            flag = f.name
         if spec.choices and value not in spec.choices:
             raise PycpilotError(f"{flag} must be one of {', '.join(spec.choices)}, not {short(value)}")
         if all(b is None for b in (spec.low, spec.high, spec.above, spec.below)):
             continue
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-        ok = number and (spec.low is None or value >= spec.low) and (spec.high is None or value <= spec.high)
-        ok = ok and (spec.above is None or value > spec.above) and (spec.below is None or value < spec.below)
-        if not ok:
-            raise PycpilotError(f"{flag} must be {_bounds(spec)}, not {short(value)}")
+        for one in value if isinstance(value, list) else [value]:
+            number = isinstance(one, (int, float)) and not isinstance(one, bool) and not math.isnan(one)
+            ok = number and (spec.low is None or one >= spec.low) and (spec.high is None or one <= spec.high)
+            ok = ok and (spec.above is None or one > spec.above) and (spec.below is None or one < spec.below)
+            if not ok:
+                raise PycpilotError(f"{flag} must be {_bounds(spec)}, not {short(one)}")
 
 
 def _bounds(spec: Spec) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from pycpilot.errors import PycpilotError
 from pycpilot.evaluate.problems import check_samples, load_problems
 from pycpilot.evaluate.sandbox import SandboxConfig, describe_isolation
 from pycpilot.manifest import atomic_output_dir, base_manifest, write_json_atomic
+from pycpilot.settings import check, setting
 
 KS = (1, 10, 100)
 # CodeParrot's published HumanEval figures (pass@1 / @10 / @100, %), to read ours against.
@@ -34,36 +35,45 @@ MAX_SAMPLES_BYTES = 2**30  # 164 tasks x 200 samples of a few KB is ~100 MB
 class HumanEvalConfig:
     """`evaluate_humaneval(HumanEvalConfig(...))` is the Python entry point of `pycpilot eval humaneval`."""
 
-    out: Path
-    samples: Path | None = None  # score this file, no model needed
-    model: Path | None = None  # or sample completions from this model first
-    n: int = 20  # samples per problem and temperature
-    temperatures: list[float] = field(default_factory=lambda: [0.2, 0.8])
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    batch_size: int = 20  # sequences decoded together
-    limit: int | None = None  # the first N problems only (a quick look; pass@k is then not HumanEval's)
-    seed: int = 42
-    timeout: float = 3.0  # seconds per program in the sandbox
-    workers: int | None = None  # sandbox workers (default: the core count)
-    allow_weak_sandbox: bool = False
-    overwrite: bool = False
-    quiet: bool = False
+    out: Path = setting(help="folder for samples/results.jsonl and summary.json")
+    samples: Path | None = setting(
+        None, help="JSON Lines of {task_id, completion} to score, no model", alternative=True
+    )
+    model: Path | None = setting(None, help="model folder, checkpoint or training --out", alternative=True)
+    n: int = setting(20, help="samples per problem and temperature", low=1, high=10_000, flag="-n")
+    temperatures: list[float] = setting(
+        help="sampling temperatures, each its own pass@k (0: greedy)",
+        factory=lambda: [0.2, 0.8],
+        flag="--temperature",
+        nargs="+",
+        low=0,
+        metavar="T",
+    )
+    top_p: float = setting(0.95, help="nucleus sampling mass", above=0, high=1)
+    max_new_tokens: int = setting(256, help="at most this many new tokens per sample", low=1)
+    batch_size: int = setting(20, help="sequences decoded together", low=1)
+    limit: int | None = setting(
+        None, help="the first N problems only (a quick look; pass@k is then not HumanEval's)", low=1
+    )
+    seed: int = setting(42, help="sampling seed", low=0, high=2**63 - 1)
+    timeout: float = setting(3.0, help="seconds per program in the sandbox", above=0, high=3600)
+    workers: int | None = setting(None, help="programs run at once (default: the core count)", low=1, high=256)
+    allow_weak_sandbox: bool = setting(
+        False, help="run generated code even where namespaces cannot isolate it (limits and a session only)"
+    )
+    overwrite: bool = setting(False, help="replace an earlier eval output in --out")
+    quiet: bool = setting(False, help="no progress or table", alias="-q")
 
     def validate(self) -> None:
         if (self.samples is None) == (self.model is None):
             raise PycpilotError("eval humaneval needs exactly one of --samples FILE or --model DIR")
+        check(self)
         checks = [
-            (self.n >= 1, "-n must be at least 1"),
             (
                 bool(self.temperatures) and all(t == 0 or 1e-6 <= t < math.inf for t in self.temperatures),
                 "--temperature must be 0 (greedy) or a finite number >= 1e-06",  # as `pycpilot complete` takes
             ),
             (len(set(self.temperatures)) == len(self.temperatures), "--temperature values must differ"),
-            (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
-            (self.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.limit is None or self.limit >= 1, "--limit must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:

@@ -7,7 +7,6 @@ GPT-2 models; anything else, or `engine="hf"`, goes through transformers' `gener
 from __future__ import annotations
 
 import gc
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -18,71 +17,13 @@ from typing import Any
 import torch
 
 from pycpilot.errors import PycpilotError
+from pycpilot.generate.config import CompleteConfig, check_settings
 from pycpilot.generate.decode import FastGPT2, Unsupported, sample_next
 from pycpilot.generate.load import load_model
-from pycpilot.generate.text import ENGINES, SCOPES, Stopper, TokenText, safe_stream_length
+from pycpilot.generate.text import Stopper, TokenText, safe_stream_length
 from pycpilot.tokenizer.specials import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
-MIN_TEMPERATURE = 1e-6  # below this, logits / temperature overflow to inf and sampling breaks: use 0 (greedy)
 MAX_PROMPT_BYTES = 16 * 2**20  # a prompt file or stdin; only its last context's worth of tokens is used anyway
-
-
-def check_settings(
-    n: int, max_new_tokens: int, temperature: float, top_p: float, top_k: int, stop: list[str], scope: str, seed: int
-) -> None:
-    """The sampling settings of `pycpilot complete` and `Completer.complete`, each bad one a one-line error."""
-    checks = [
-        (max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
-        (
-            temperature == 0 or MIN_TEMPERATURE <= temperature < math.inf,
-            f"--temperature must be 0 (greedy) or a finite number >= {MIN_TEMPERATURE:g}",
-        ),
-        (0 < top_p <= 1, "--top-p must be in (0, 1]"),
-        (top_k >= 0, "--top-k must be >= 0"),
-        (1 <= n <= 256, "-n must be between 1 and 256"),
-        (scope in SCOPES, f"--scope must be one of {', '.join(SCOPES)}"),
-        (all(isinstance(s, str) and s for s in stop), "--stop strings must not be empty"),
-        (0 <= seed < 2**63, "--seed must be between 0 and 2**63 - 1"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise PycpilotError(message)
-
-
-@dataclass
-class CompleteConfig:
-    """`complete(CompleteConfig(...))` is the Python entry point of `pycpilot complete`."""
-
-    model: Path
-    prompt: str | None = None  # else `file`, else stdin
-    file: Path | None = None
-    suffix: str | None = None  # text after the cursor: fill-in-the-middle
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 1.0
-    top_k: int = 0  # 0: off
-    n: int = 1
-    seed: int = 42
-    stop: list[str] = field(default_factory=list)
-    scope: str = "block"  # line, block or file (EOS only)
-    int8: bool = False
-    engine: str = "auto"  # auto (native if it builds, else torch), native, torch, or hf (transformers' generate)
-    threads: int | None = None  # for the native step; None: torch's thread count
-    device: str = "auto"  # auto: a CUDA GPU when torch sees one (torch engine), else the CPU
-    heal: bool = True  # token healing of a prompt that ends in whitespace (see Completer._heal)
-    stream: bool = True  # print the first completion as it arrives
-    quiet: bool = False
-
-    def validate(self) -> None:
-        check_settings(
-            self.n, self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.stop, self.scope, self.seed
-        )
-        if self.engine not in ENGINES:
-            raise PycpilotError(f"--engine must be one of {', '.join(ENGINES)}")
-        if self.threads is not None and not 1 <= self.threads <= 64:
-            raise PycpilotError("--threads must be between 1 and 64")
-        if self.prompt is not None and self.file is not None:
-            raise PycpilotError("give a prompt or --file, not both")
 
 
 @dataclass
