@@ -16,7 +16,7 @@ from pycpilot.evaluate.lines import LinesConfig
 from pycpilot.evaluate.perplexity import PerplexityConfig
 from pycpilot.generate.config import CompleteConfig
 from pycpilot.pack.config import PackConfig
-from pycpilot.run.config import EvalPlan
+from pycpilot.run.config import EvalPlan, RunConfig
 from pycpilot.serve.config import ServeConfig
 from pycpilot.settings import check, coerce, given, option, parse_options, specs
 from pycpilot.tokenizer.config import TokenizerConfig
@@ -32,6 +32,7 @@ DERIVED = {
     "eval lines": LinesConfig,
     "eval humaneval": HumanEvalConfig,
     "complete": CompleteConfig,
+    "run": RunConfig,
 }
 
 

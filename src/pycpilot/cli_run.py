@@ -9,13 +9,15 @@ from typing import Any
 
 from pycpilot.checks import short
 from pycpilot.errors import PycpilotError
-from pycpilot.settings import parse_options
+from pycpilot.settings import add_options, given, parse_options
 
 # Set by `pycpilot run` itself for every stage: not options of a run.
 FIXED = {"out", "data", "tokenizer", "packed", "overwrite", "resume", "quiet", "preset", "sources"}
 
 
 def add_run(sub: argparse._SubParsersAction) -> None:
+    from pycpilot.run.config import RunConfig
+
     p = sub.add_parser(
         "run",
         help="the whole pipeline in one go: data -> tokenizer -> pack -> train -> eval (-> serve)",
@@ -25,18 +27,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         "option is reachable as --STAGE.OPTION VALUE (e.g. --train.max-time 10m, --data.valid-fraction 0.05, "
         "--eval.humaneval-limit 164) or in a --recipe file.",
     )
-    p.add_argument("--source", dest="sources", action="append", help="data source, repeatable (default: stdlib)")
-    p.add_argument(
-        "--preset",
-        default="auto",
-        choices=["auto", "tiny", "small", "medium", "large"],
-        help="auto (default): the tiny preset's tokenizer, pack and recipe, with the model sized to --train.max-time",
-    )
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="the run folder (runs/demo)")
     p.add_argument("--recipe", type=Path, help="YAML/JSON file: {stage: {option: value}}; options given here win")
-    p.add_argument("--serve", action="store_true", help="start `pycpilot serve` on the model at the end")
-    p.add_argument("--port", type=int, default=8000, help="port for --serve (8000)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only the one-line stage summaries")
+    add_options(p, RunConfig)
     p.set_defaults(run=_run_run, takes_stage_options=True)
 
 
@@ -73,9 +65,5 @@ def _run_run(args: argparse.Namespace) -> int:
     settings = load_run_recipe(args.recipe) if args.recipe else {}
     for stage, values in args.stage_settings.items():
         settings.setdefault(stage, {}).update(values)
-    cfg = RunConfig(
-        out=args.out, sources=args.sources or ["stdlib"], preset=args.preset, settings=settings,
-        serve=args.serve, port=args.port, quiet=args.quiet,
-    )  # fmt: skip
-    run(cfg)
+    run(RunConfig(**given(RunConfig, args), settings=settings))
     return 0

@@ -93,7 +93,7 @@ def _default_text(f: dataclasses.Field, help: str) -> str:
         return ""
     if value is None or isinstance(value, bool) or value == []:
         return ""
-    shown = ",".join(map(str, value)) if isinstance(value, list) else f"{value:,}" if isinstance(value, int) else value
+    shown = ",".join(map(str, value)) if isinstance(value, list) else f"{value:,}" if isinstance(value, int) and value >= 10_000 else value
     return f" (default: {shown})"
 
 

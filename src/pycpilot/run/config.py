@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pycpilot.checks import short
 from pycpilot.errors import PycpilotError
+from pycpilot.presets import PRESETS
 from pycpilot.recipes import check_keys, read_mapping
 from pycpilot.settings import check, coerce, setting
 from pycpilot.stages import PIPELINE
@@ -53,14 +54,25 @@ class EvalPlan:
 
 @dataclass
 class RunConfig:
-    out: Path = Path("runs/demo")
-    sources: list[str] = field(default_factory=lambda: ["stdlib"])
-    # auto: the tiny preset's tokenizer, pack and recipe, and a model sized to the training budget
-    preset: str = "auto"
-    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> option -> value
-    serve: bool = False  # start `pycpilot serve` on the model at the end
-    port: int = 8000
-    quiet: bool = False
+    """`run(RunConfig(...))` is the Python entry point of `pycpilot run`."""
+
+    out: Path = setting(Path("runs/demo"), help="the run folder")
+    sources: list[str] = setting(
+        help="data source, repeatable (default: stdlib)", factory=lambda: ["stdlib"], flag="--source", metavar="SRC"
+    )
+    preset: str = setting(
+        "auto",
+        help="auto: the tiny preset's tokenizer, pack and recipe, with the model sized to --train.max-time",
+        choices=("auto", *PRESETS),
+    )
+    # stage -> option -> value: --STAGE.OPTION on the command line, or a --recipe file
+    settings: dict[str, dict[str, Any]] = setting(help="per-stage settings", factory=dict, cli=False)
+    serve: bool = setting(False, help="start `pycpilot serve` on the model at the end")
+    port: int = setting(8000, help="port for --serve", low=0, high=65535)
+    quiet: bool = setting(False, help="only the one-line stage summaries", alias="-q")
+
+    def validate(self) -> None:
+        check(self)
 
     @property
     def data_preset(self) -> str:

@@ -47,6 +47,7 @@ def _say(line: str) -> None:
 def run(cfg: RunConfig, say: Callable[[str], None] = _say) -> dict[str, Any]:
     """Run (or finish) the pipeline into `cfg.out`; returns the run's manifest."""
     start = time.perf_counter()
+    cfg.validate()
     out = Path(cfg.out).resolve()
     manifest = _load_manifest(out)
     folders = Folders(out)
