@@ -186,7 +186,7 @@ def test_cli_completes_from_stdin_and_reports(tiny_run: Path) -> None:
         [exe, "complete", "--model", str(tiny_run), "--top-p", "2", "x"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "pycpilot complete: error: --top-p must be in (0, 1]"
+        "pycpilot complete: error: --top-p must be in (0, 1], not 2.0"
     ]
 
 

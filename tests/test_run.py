@@ -189,9 +189,9 @@ def test_cli_stage_options_and_recipe(corpus: Path, tmp_path: Path) -> None:
         assert bad.returncode == 2 and words in bad.stderr, (args, bad.stderr)
         assert len(bad.stderr.strip().splitlines()) == 1
     typed = tmp_path / "typed.yaml"
-    typed.write_text("eval: {n: '5'}\n")
+    typed.write_text("eval: {n: 'five'}\n")
     bad = subprocess.run([*base[:-3], "--recipe", str(typed)], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "eval: n must be int, not '5'" in bad.stderr, bad.stderr
+    assert bad.returncode == 2 and "eval: n must be int, not 'five'" in bad.stderr, bad.stderr
     typed.write_text("train: {max_steps: ten}\n")
     bad = subprocess.run([*base[:-3], "--recipe", str(typed)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "train: max_steps must be int or null, not 'ten'" in bad.stderr, bad.stderr

@@ -457,7 +457,7 @@ def test_int8_without_the_c_step_is_not_batched(tiny_run: Path) -> None:
 def test_work_handed_to_the_worker_fails_as_a_500_and_stop_survives_a_cancelled_call(
     tiny_run: Path, completer: Completer, monkeypatch
 ) -> None:
-    import pycpilot.serve.app as app_module
+    import pycpilot.serve.openai_api as app_module
     from pycpilot.serve.scheduler import Scheduler
 
     def broken(*args):

@@ -46,7 +46,6 @@ class HumanEvalConfig:
         factory=lambda: [0.2, 0.8],
         flag="--temperature",
         nargs="+",
-        low=0,
         metavar="T",
     )
     top_p: float = setting(0.95, help="nucleus sampling mass", above=0, high=1)

@@ -55,11 +55,10 @@ class TrainConfig:
         None,
         help="AdamW's peak learning rate (with muon: embeddings, norms, biases) (preset)",
         above=0,
-        high=100,
         group=_OPT,
     )
     muon_lr: float | None = setting(
-        None, help="Muon's peak learning rate for the blocks' matrices (preset)", above=0, high=100, group=_OPT
+        None, help="Muon's peak learning rate for the blocks' matrices (preset)", above=0, group=_OPT
     )
     muon_weight_decay: float = setting(0.0, help="Muon's decoupled weight decay", low=0, high=10, group=_OPT)
     schedule: str | None = setting(

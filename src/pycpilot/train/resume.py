@@ -60,7 +60,8 @@ def resume_point(out: Path, rt: Runtime) -> tuple[Path, dict]:
     folder, step, why = out / "checkpoints", -1, ""
     if rt.main:
         start, damaged = ckpt.newest_whole(folder)
-        for path, reason in damaged:
+        # Set aside only when a whole one is left to resume from; otherwise all stay as they are, for a look.
+        for path, reason in damaged if start else []:
             try:
                 reason += f"; moved to {ckpt.set_aside(path).name}"
             except OSError as exc:
