@@ -14,8 +14,9 @@ import torch
 
 from pycpilot.errors import PycpilotError
 from pycpilot.evaluate import load_problems
-from pycpilot.evaluate.humaneval import HumanEvalConfig, evaluate_humaneval, pass_at_k, summarize
+from pycpilot.evaluate.humaneval import HumanEvalConfig, evaluate_humaneval
 from pycpilot.evaluate.lines import LinesConfig, evaluate_lines, pick_positions
+from pycpilot.evaluate.passk import pass_at_k, summarize
 from pycpilot.evaluate.perplexity import PerplexityConfig, evaluate_perplexity, file_nll
 
 from conftest import good_code, write

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pycpilot.manifest import base_manifest
+from pycpilot.tables import table
 
 if TYPE_CHECKING:
     from pycpilot.data.build import Builder
@@ -46,18 +47,6 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"
-
-
-def table(headers: list[str], rows: list[list[object]]) -> str:
-    cells = [[str(c) for c in row] for row in [headers, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-
-    def fmt(row: list[str]) -> str:
-        # First column left-aligned (names), the rest right-aligned (numbers).
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(cells[0]), rule, *(fmt(r) for r in cells[1:])])
 
 
 def _split_stats(builder: Builder, rows: list[int]) -> dict[str, Any]:

@@ -16,15 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pycpilot.errors import PycpilotError
+from pycpilot.evaluate.passk import KS, summarize
 from pycpilot.evaluate.problems import check_samples, load_problems
 from pycpilot.evaluate.sandbox import SandboxConfig, describe_isolation
 from pycpilot.manifest import atomic_output_dir, base_manifest, write_json_atomic
 from pycpilot.settings import check, setting
 
-KS = (1, 10, 100)
 # CodeParrot's published HumanEval figures (pass@1 / @10 / @100, %), to read ours against.
 REFERENCE = {"codeparrot-small (110M)": (3.80, 6.57, 12.78), "codeparrot (1.5B)": (3.99, 8.69, 17.88)}
 STAGE = "eval-humaneval"
@@ -81,33 +79,6 @@ class HumanEvalConfig:
 
     def sandbox(self) -> SandboxConfig:
         return SandboxConfig(timeout=self.timeout, workers=self.workers, allow_weak_sandbox=self.allow_weak_sandbox)
-
-
-def pass_at_k(n: int, correct: int, k: int) -> float:
-    """The unbiased estimator of Chen et al. (2021): 1 - C(n - c, k) / C(n, k), as a stable product."""
-    if n - correct < k:
-        return 1.0
-    return float(1.0 - np.prod(1.0 - k / np.arange(n - correct + 1, n + 1)))
-
-
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """pass@k (in %) over tasks from per-sample rows; a k is reported only where every task has n >= k."""
-    per_task: dict[str, list[bool]] = {}
-    for row in rows:
-        per_task.setdefault(row["task_id"], []).append(bool(row["passed"]))
-    n_min = min(len(v) for v in per_task.values())
-    scores = {
-        f"pass@{k}": round(100 * float(np.mean([pass_at_k(len(v), sum(v), k) for v in per_task.values()])), 2)
-        for k in KS
-        if n_min >= k
-    }
-    return {
-        "tasks": len(per_task),
-        "samples": len(rows),
-        "samples_per_task": n_min,
-        "passed": sum(bool(r["passed"]) for r in rows),
-        **scores,
-    }
 
 
 def read_samples(path: Path) -> list[dict[str, Any]]:
@@ -193,7 +164,7 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def report(summary: dict[str, Any]) -> str:
     """The pass@k table, ours next to CodeParrot's published figures."""
-    from pycpilot.data.report import table
+    from pycpilot.tables import table
 
     head = ["run", "tasks", "n", *[f"pass@{k} %" for k in KS]]
     rows = [
