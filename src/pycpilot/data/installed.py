@@ -13,12 +13,10 @@ import re
 import sysconfig
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pycpilot.data.items import Item, Skip, printable
 from pycpilot.errors import PycpilotError
-
-if TYPE_CHECKING:
-    from pycpilot.data.sources import Item, Skip
 
 SPEC = "site-packages"
 OWN_NAME = "pycpilot"
@@ -194,7 +192,6 @@ def iter_installed(spec: str, paths: list[str] | None = None) -> Iterator[Item |
     Skips, each counting one distribution: "pycpilot itself", and "no file list" (no RECORD, or unreadable
     metadata). A file of another distribution inside PYCPilot's own package is a "pycpilot itself" skip too.
     """
-    from pycpilot.data.sources import Item, Skip, printable
 
     own = own_package()
     seen: set[str] = set()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pycpilot.data import installed
+from pycpilot.data.items import Item, Skip, printable
 from pycpilot.errors import PycpilotError
 
 # Folders that never hold code worth training on.
@@ -35,28 +36,6 @@ _ALWAYS_SKIPPED = {
 _VENDORED = {"site-packages", "dist-packages", ".venv"}  # plus any folder holding pyvenv.cfg
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")
 _BATCH = 1000
-
-
-@dataclass
-class Item:
-    """One file to clean: either a path for a worker to read, or text that a dataset already holds."""
-
-    source: str
-    repo_name: str
-    path: str
-    license: str = "unknown"
-    copies: int = 1
-    fs_path: str | None = None
-    content: str | None = None
-
-
-@dataclass
-class Skip:
-    """A file or folder rejected before reading; counted under `reason`."""
-
-    source: str
-    path: str
-    reason: str
 
 
 def source_path(spec: str) -> Path | None:
@@ -136,11 +115,6 @@ def iter_source(spec: str, include_vendored: bool = False) -> Iterator[Item | Sk
 
 
 # --- folders -------------------------------------------------------------------------------------------
-
-
-def printable(name: str) -> str:
-    """A file name as valid UTF-8 text: undecodable bytes (kept by Python as surrogates) become \\xNN."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 @dataclass
