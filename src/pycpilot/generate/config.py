@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pycpilot.errors import PycpilotError
 from pycpilot.generate.text import ENGINES, SCOPES
@@ -35,6 +36,28 @@ def check_settings(
             raise PycpilotError(message)
 
 
+def engine_setting() -> Any:
+    """The decoder option, as `complete` and `serve` both take it (a fresh field for each dataclass)."""
+    return setting(
+        "auto",
+        help="decoder: auto (native if a C compiler is here, else torch), native (our C step), torch (our loop on "
+        "torch ops) or hf (transformers' generate, for comparison)",
+        choices=ENGINES,
+    )
+
+
+def threads_setting() -> Any:
+    return setting(None, help="threads of the native step (default: torch's count)", low=1, high=64)
+
+
+def device_setting() -> Any:
+    return setting(
+        "auto",
+        help="where the model runs: auto (a CUDA GPU if torch sees one, else the CPU), cpu or cuda",
+        choices=("auto", "cpu", "cuda"),
+    )
+
+
 @dataclass
 class CompleteConfig:
     """`complete(CompleteConfig(...))` is the Python entry point of `pycpilot complete`."""
@@ -57,18 +80,9 @@ class CompleteConfig:
         choices=SCOPES,
     )
     int8: bool = setting(False, help="int8 weights (faster; costs a little accuracy)")
-    engine: str = setting(
-        "auto",
-        help="decoder: auto (native if a C compiler is here, else torch), native (our C step), torch (our loop on "
-        "torch ops) or hf (transformers' generate, for comparison)",
-        choices=ENGINES,
-    )
-    threads: int | None = setting(None, help="threads of the native step (default: torch's count)", low=1, high=64)
-    device: str = setting(
-        "auto",
-        help="where the model runs: auto (a CUDA GPU if torch sees one, else the CPU), cpu or cuda",
-        choices=("auto", "cpu", "cuda"),
-    )
+    engine: str = engine_setting()
+    threads: int | None = threads_setting()
+    device: str = device_setting()
     heal: bool = setting(
         True,
         help="keep a prompt's trailing whitespace token (by default it is given back and the first new token must "

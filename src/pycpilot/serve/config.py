@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pycpilot.errors import PycpilotError
-from pycpilot.generate.text import ENGINES, SCOPES
+from pycpilot.generate.config import device_setting, engine_setting, threads_setting
+from pycpilot.generate.text import SCOPES
 from pycpilot.settings import check, setting
 
 LOOPBACK_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
@@ -43,19 +44,15 @@ class ServeConfig:
         help="where completions stop when a request does not say (file: as OpenAI; /infill uses block)",
         choices=SCOPES,
     )
-    engine: str = setting("auto", help="decoder", choices=ENGINES)
+    engine: str = engine_setting()
     int8: bool = setting(False, help="int8 weights (faster; costs a little accuracy)")
     prompt_cache: bool = setting(
         True,
         help="run every prompt whole (default: reuse the beginning a finished prompt shares with a new one)",
         negative=True,
     )
-    threads: int | None = setting(None, help="threads of the native step (default: torch's)", low=1, high=64)
-    device: str = setting(
-        "auto",
-        help="where the model runs: auto (a CUDA GPU if torch sees one, else the CPU), cpu or cuda",
-        choices=("auto", "cpu", "cuda"),
-    )
+    threads: int | None = threads_setting()
+    device: str = device_setting()
     log_level: str = setting("warning", help="server log", choices=("critical", "error", "warning", "info", "debug"))
 
     def validate(self) -> None:
