@@ -170,7 +170,9 @@ class Scheduler:
         while True:
             with self.cond:
                 while not self.stopping and not self.active and not self.pending and not self.calls:
-                    self.cond.wait()
+                    # Waking now and then lets a signal that landed on another thread (uvloop's, torch's) reach
+                    # its Python handler, which runs only in the main thread, which this may be (`run_here`).
+                    self.cond.wait(timeout=0.25)
                 if self.stopping:
                     for job in [*self.pending, *self.active]:
                         job.emit("end", None, "the server is shutting down")
