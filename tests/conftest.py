@@ -82,7 +82,9 @@ def tiny_run(tmp_path_factory) -> Path:
     build_dataset(DataConfig(out=data, sources=[str(root)], num_proc=1, quiet=True, valid_fraction=0.25))
     train_tokenizer(TokenizerConfig(data=data, out=tok, vocab_size=400, quiet=True, compare="none"))
     pack_dataset(PackConfig(data=data, tokenizer=tok, out=packed, context_length=64, quiet=True))
-    config = dict(n_layer=2, n_head=2, n_embd=64, batch_size=8, lr=1e-2, warmup_steps=5, precision="fp32")
+    # 256 positions for blocks of 64: the serve and complete tests need prompts longer than a block
+    config = dict(n_layer=2, n_head=2, n_embd=64, n_positions=256, batch_size=8, lr=1e-2, warmup_steps=5,
+                  precision="fp32")  # fmt: skip
     train(TrainConfig(packed=packed, out=out, max_steps=40, save_every=20, eval_every=1000, quiet=True, **config))
     return out
 

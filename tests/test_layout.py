@@ -43,9 +43,7 @@ def _imports(path: Path, name: str) -> set[str]:
 
 def test_no_import_circles() -> None:
     paths = {_module(p): p for p in SRC.joinpath("pycpilot").rglob("*.py")}
-    graph = {
-        name: {m for m in _imports(path, name) if m in paths and m != name} for name, path in paths.items()
-    }
+    graph = {name: {m for m in _imports(path, name) if m in paths and m != name} for name, path in paths.items()}
     # A package's own __init__ is loaded before its modules: that edge is not a circle of ours.
     graph = {n: {m for m in deps if not n.startswith(m + ".")} for n, deps in graph.items()}
     seen: dict[str, int] = {}  # 1: on the current path, 2: done

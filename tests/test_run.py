@@ -151,7 +151,7 @@ def test_bad_run_folders_and_settings_are_one_line_errors(corpus: Path, tmp_path
         ({"data": {"num_perm": 1}}, r"--data\.num-perm must be between 2 and 4,096"),
         ({"tokenizer": {"vocab_size": 70_000}, "pack": {"dtype": "uint16"}}, "uint16 cannot hold token ids"),
         ({"train": {"precision": "fp16"}}, r"--train\.precision fp16 needs a CUDA GPU"),
-        ({"eval": {"temperature": 1e-9}}, r"--eval\.temperature must be 0 \(greedy\) or between"),
+        ({"eval": {"temperature": 1e-9}}, r"--eval\.temperature must be 0 \(greedy\) or a finite number"),
         ({"train": {"b" * 100_000: 1}}, r"train: unknown setting 'bbbb[b]*'\.\.\. \(100,000 characters\)"),
     ],
 )

@@ -364,16 +364,16 @@ def test_a_client_that_leaves_cancels_its_request(stream: bool, tiny_run: Path) 
 
 
 def test_a_request_that_fails_in_the_worker_fails_alone(tiny_run: Path, monkeypatch) -> None:
-    import pycpilot.serve.scheduler as scheduler_module
+    import pycpilot.generate.batch as batch_module
 
-    real = scheduler_module.sample_next
+    real = batch_module.sample_next
 
     def flaky(logits, temperature, *args):
         if temperature == 0.123:  # this request's sampling breaks
             raise RuntimeError("sampling broke")
         return real(logits, temperature, *args)
 
-    monkeypatch.setattr(scheduler_module, "sample_next", flaky)
+    monkeypatch.setattr(batch_module, "sample_next", flaky)
     s, scheduler = _held(tiny_run)
     try:
         import concurrent.futures

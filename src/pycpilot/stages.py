@@ -1,6 +1,6 @@
 """The pipeline's stages as one protocol: name, config class, entry function, the folders each reads.
 
-`pycpilot STAGE` (cli.py) and `pycpilot run` (run/stages.py) both iterate over `PIPELINE`: the command line
+`pycpilot STAGE` (cli/stages.py) and `pycpilot run` (run/stages.py) both iterate over `PIPELINE`: the command line
 of a stage is its config's fields (settings.py), its entry function takes that config, and `run` fills the
 input and output folders named here. Classes and functions are named by import path and loaded on use, so
 that `pycpilot --help` does not import torch or datasets.

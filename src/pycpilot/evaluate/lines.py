@@ -20,7 +20,8 @@ from typing import Any
 from tqdm import tqdm
 
 from pycpilot.errors import PycpilotError
-from pycpilot.evaluate.texts import check_out, read_texts, write_out
+from pycpilot.evaluate.texts import HeldOut, check_out, read_texts, write_out
+from pycpilot.generate.sampling import SamplingParams, sampling_setting
 from pycpilot.manifest import MANIFEST, base_manifest
 from pycpilot.settings import check, setting
 
@@ -28,14 +29,11 @@ STAGE = "eval-lines"
 
 
 @dataclass
-class LinesConfig:
+class LinesConfig(HeldOut):
     """`evaluate_lines(LinesConfig(...))` is the Python entry point of `pycpilot eval lines`."""
 
-    model: Path = setting(help="model folder, checkpoint or training --out")
-    data: Path = setting(help="a `pycpilot data` folder or a folder of .py files")
-    split: str = setting("valid", help="split of a data folder")
     samples: int = setting(200, help="positions to complete", low=1)
-    max_new_tokens: int = setting(48, help="at most this many new tokens per line", low=1)
+    max_new_tokens: int = sampling_setting("max_new_tokens", 48, help="at most this many new tokens per line")
     seed: int = setting(42, help="seed of the positions", low=0, high=2**32 - 1)
     out: Path | None = setting(None, help="also write lines.jsonl, the figures (JSON) and a manifest here")
     quiet: bool = setting(False, help="no progress bar or summary line", alias="-q")
@@ -96,11 +94,12 @@ def evaluate_lines(cfg: LinesConfig) -> dict[str, Any]:
     positions = pick_positions(texts, cfg.samples, cfg.seed)
     rows = []
     start = time.perf_counter()
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, scope="line")  # greedy
     for pos in tqdm(positions, desc="lines", unit="line", disable=cfg.quiet, file=sys.stderr):
         target = pos.text[pos.cursor : pos.line_end]
         # The prompt's tail only: Completer cuts long prompts at the token level anyway; this bounds the encoding.
         prompt = pos.text[max(0, pos.cursor - 8 * completer.context) : pos.cursor]
-        got = completer.complete(prompt, max_new_tokens=cfg.max_new_tokens, scope="line", bos=pos.cursor <= len(prompt))
+        got = completer.complete(prompt, params, bos=pos.cursor <= len(prompt))
         text = got.completions[0].text
         original_parses = parses(pos.text)
         rows.append(

@@ -18,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from pycpilot.errors import PycpilotError
-from pycpilot.evaluate.texts import check_out, read_texts, write_out
+from pycpilot.evaluate.texts import HeldOut, check_out, read_texts, write_out
 from pycpilot.manifest import MANIFEST, base_manifest
 from pycpilot.settings import check, setting
 
@@ -26,12 +26,9 @@ STAGE = "eval-perplexity"
 
 
 @dataclass
-class PerplexityConfig:
+class PerplexityConfig(HeldOut):
     """`evaluate_perplexity(PerplexityConfig(...))` is the Python entry point of `pycpilot eval perplexity`."""
 
-    model: Path = setting(help="model folder, checkpoint or training --out")
-    data: Path = setting(help="a `pycpilot data` folder or a folder of .py files")
-    split: str = setting("valid", help="split of a data folder")
     stride: int | None = setting(
         None, help="tokens a window moves by past the context (default: half the context)", low=1
     )

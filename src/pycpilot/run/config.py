@@ -16,6 +16,7 @@ from typing import Any
 
 from pycpilot.checks import short
 from pycpilot.errors import PycpilotError
+from pycpilot.generate.sampling import check_temperature
 from pycpilot.presets import PRESETS
 from pycpilot.recipes import check_keys, read_mapping
 from pycpilot.settings import check, coerce, setting
@@ -44,8 +45,7 @@ class EvalPlan:
 
     def validate(self) -> None:
         check(self)
-        if 0 < self.temperature < 1e-6:
-            raise PycpilotError("--temperature must be 0 (greedy) or between 1e-06 and 2")
+        check_temperature(self.temperature)
         if self.humaneval_limit:  # HumanEval runs generated code: refuse now, not after training, if it cannot
             from pycpilot.evaluate.sandbox import SandboxConfig, sandbox_mode
 

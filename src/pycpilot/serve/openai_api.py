@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from pycpilot.generate.complete import Completer, Completion
 from pycpilot.serve.logprobs import logprobs_object
-from pycpilot.serve.requests import Sampling, parse_completion
+from pycpilot.serve.requests import PromptRequest, parse_completion
 from pycpilot.serve.scheduler import Job
 from pycpilot.serve.server import Server, WorkerError, gather, read_body, sse
 
@@ -49,7 +49,7 @@ async def completions(request: Request) -> Response:
         return results
     choices, used = [], 0
     for i, (s, job) in enumerate(zip(samplings, jobs, strict=True)):
-        for r in range(s.n):
+        for r in range(s.params.n):
             c = results[i][r]
             used += c.tokens
             text = (s.prompt if s.echo else "") + c.text
@@ -59,7 +59,8 @@ async def completions(request: Request) -> Response:
                 lp = await server.in_worker(
                     logprobs_object, completer, job.ids, _kept(completer, c), s.logprobs, s.echo, skip
                 )
-            choices.append({"text": text, "index": i * s.n + r, "logprobs": lp, "finish_reason": c.finish_reason})
+            index = i * s.params.n + r
+            choices.append({"text": text, "index": index, "logprobs": lp, "finish_reason": c.finish_reason})
     prompt_tokens = sum(len(j.ids) for j in jobs)
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": used, "total_tokens": prompt_tokens + used}
     body = {**head, "choices": choices, "usage": usage}
@@ -81,7 +82,7 @@ def _kept(completer: Completer, c: Completion) -> list[int]:
 
 async def _stream_openai(
     server: Server,
-    samplings: list[Sampling],
+    samplings: list[PromptRequest],
     jobs: list[Job],
     events: asyncio.Queue,
     head: dict[str, Any],
@@ -95,11 +96,11 @@ async def _stream_openai(
             yield sse({**head, "choices": [], "warning": warning})
         for i, s in enumerate(samplings):
             if s.echo and s.prompt:
-                for r in range(s.n):
-                    yield sse({**head, "choices": [_chunk(i * s.n + r, s.prompt)]})
+                for r in range(s.params.n):
+                    yield sse({**head, "choices": [_chunk(i * s.params.n + r, s.prompt)]})
         while ended < len(jobs):
             index, kind, row, value = await events.get()
-            s, n = samplings[index], samplings[index].n
+            s, n = samplings[index], samplings[index].params.n
             if kind == "text":
                 yield sse({**head, "choices": [_chunk(index * n + row, value)]})
             elif kind == "done":

@@ -8,9 +8,12 @@ Written by hand rather than as pydantic models so each message says what is wron
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import dataclass
 from typing import Any
 
+from pycpilot.errors import PycpilotError
+from pycpilot.generate.sampling import MIN_TEMPERATURE, SamplingParams
 from pycpilot.generate.text import SCOPES
 
 MAX_STOPS = 4
@@ -33,19 +36,13 @@ class BadRequest(Exception):
 
 
 @dataclass
-class Sampling:
-    """What one completion job asks for, whichever endpoint it came from."""
+class PromptRequest:
+    """One prompt of a request, whichever endpoint it came from, with its SamplingParams (max_new_tokens is
+    fitted to the context when the job is made)."""
 
     prompt: str
+    params: SamplingParams
     suffix: str | None = None
-    max_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    n: int = 1
-    stop: list[str] = field(default_factory=list)
-    scope: str = "file"
-    seed: int | None = None
     logprobs: int | None = None
     echo: bool = False
     stream: bool = False
@@ -97,18 +94,28 @@ def _scope(body: dict[str, Any], default: str) -> str:
     return scope
 
 
-def _common(body: dict[str, Any], context: int, max_n: int, default_scope: str) -> dict[str, Any]:
-    """Fields both endpoints share (names as OpenAI's; llama.cpp's own names are mapped before)."""
+def _common(body: dict[str, Any], max_n: int, default_scope: str, max_tokens: int) -> dict[str, Any]:
+    """Fields both endpoints share (names as OpenAI's; llama.cpp's own names are mapped before): `params` and
+    the request's own flags."""
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
         raise BadRequest("seed must be an integer between 0 and 2**63 - 1", "seed")
+    temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
+    try:
+        params = SamplingParams(
+            max_new_tokens=max_tokens,
+            temperature=temperature if temperature >= MIN_TEMPERATURE else 0.0,
+            top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
+            top_k=_number(body, "top_k", 0, 0, 1_000_000, integer=True),
+            n=_number(body, "n", 1, 1, max_n, integer=True),
+            seed=seed if seed is not None else secrets.randbits(63),
+            stop=_stops(body),
+            scope=_scope(body, default_scope),
+        )
+    except PycpilotError as e:  # what the checks above let through
+        raise BadRequest(str(e)) from None
     return {
-        "temperature": _number(body, "temperature", 1.0, 0.0, 2.0),
-        "top_p": _number(body, "top_p", 1.0, 0.0, 1.0),
-        "top_k": _number(body, "top_k", 0, 0, 1_000_000, integer=True),
-        "n": _number(body, "n", 1, 1, max_n, integer=True),
-        "scope": _scope(body, default_scope),
-        "seed": seed,
+        "params": params,
         "stream": _flag(body, "stream"),
         "heal": _flag(body, "heal") if "heal" in body else True,
         "time_limit_ms": _number(body, "t_max_predict_ms", 0, 0, 3_600_000) or None,
@@ -128,8 +135,8 @@ def _text(body: dict[str, Any], name: str, required: bool = False) -> str | None
 
 def parse_completion(
     body: Any, model_name: str, context: int, max_n: int, default_scope: str
-) -> tuple[list[Sampling], str]:
-    """One `Sampling` per prompt of a /v1/completions body, and the model name to answer with."""
+) -> tuple[list[PromptRequest], str]:
+    """One `PromptRequest` per prompt of a /v1/completions body, and the model name to answer with."""
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     model = body.get("model", model_name)
@@ -150,21 +157,14 @@ def parse_completion(
         raise BadRequest(f"logprobs must be an integer between 0 and {MAX_LOGPROBS}", "logprobs")
     if logprobs is not None and not 0 <= logprobs <= MAX_LOGPROBS:
         raise BadRequest(f"logprobs must be between 0 and {MAX_LOGPROBS}", "logprobs")
-    common = _common(body, context, max_n, default_scope)
-    if len(prompts) * common["n"] > max_n:
+    common = _common(body, max_n, default_scope, max_tokens)
+    if len(prompts) * common["params"].n > max_n:
         raise BadRequest(f"prompts x n must be at most {max_n} (this server's batch)", "n")
-    shared = dict(
-        suffix=_text(body, "suffix"),
-        max_tokens=max_tokens,
-        stop=_stops(body),
-        logprobs=logprobs,
-        echo=_flag(body, "echo"),
-        **common,
-    )
-    return [Sampling(prompt=p, **shared) for p in prompts], model
+    shared = dict(suffix=_text(body, "suffix"), logprobs=logprobs, echo=_flag(body, "echo"), **common)
+    return [PromptRequest(prompt=p, **shared) for p in prompts], model
 
 
-def parse_infill(body: Any, context: int, default_scope: str) -> Sampling:
+def parse_infill(body: Any, context: int, default_scope: str) -> PromptRequest:
     """A llama.cpp /infill body: input_prefix, input_suffix, input_extra [{filename, text}], prompt, n_predict."""
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
@@ -185,5 +185,5 @@ def parse_infill(body: Any, context: int, default_scope: str) -> Sampling:
     max_tokens = context - 1 if n_predict == -1 else n_predict
     if max_tokens > context - 1:
         raise BadRequest(f"n_predict must be at most {context - 1}: the model's context is {context}", "n_predict")
-    common = _common({k: v for k, v in body.items() if k != "n"}, context, 1, default_scope)
-    return Sampling(prompt=prompt, suffix=suffix, max_tokens=max_tokens, stop=_stops(body), **common)
+    common = _common({k: v for k, v in body.items() if k != "n"}, 1, default_scope, max_tokens)
+    return PromptRequest(prompt=prompt, suffix=suffix, **common)

@@ -1,18 +1,11 @@
 """The model worker: one thread that owns the model and serves a bounded queue of jobs.
 
-With our decode loop (the native C step, or the same step in torch ops), jobs run side by side (continuous
-batching): each row of a job has a slot in one KV cache, a new job's prompt runs as soon as it has slots, and
-every step advances all rows of all jobs at once, each at its own position, so four requests cost little more
-than one (the weights are read once per step).
-Each job samples with its own generator exactly as `Completer.complete` does, so a seeded request gives the
-same text alone or among others.
-
-Prompt cache: a slot keeps the keys and values of the last prompt it ran after its job ends. An editor sends
-nearly the same prompt at every keystroke, so a new job takes the free slot whose cached prompt shares the
-longest beginning with its own and runs only the rest. Only prompt positions are reused (computed by the same
-torch ops as a fresh prompt), never those the decode step wrote.
-
-With `--engine hf` (transformers' generate), jobs run one after another through `Completer.complete`.
+With our decode loop (the native C step, or the same step in torch ops), jobs run side by side on one
+DecodeBatch (generate/batch.py: continuous batching and the prompt cache): a new job's prompt runs as soon as
+it has slots, and every step advances all rows of all jobs at once, each at its own position, so four requests
+cost little more than one (the weights are read once per step). With `--engine hf` (transformers' generate),
+or int8 through fbgemm (whose rows are not independent), jobs run one after another through
+`Completer.complete_ids`.
 
 Every torch op of the server runs in this one thread (`pycpilot serve` makes it the main thread, the one that
 loaded the model; other work, such as logprobs, comes as `call`s): GNU OpenMP gives each thread that opens a
@@ -24,77 +17,38 @@ from __future__ import annotations
 
 import collections
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
-from pycpilot.generate.complete import Completer, Completion
-from pycpilot.generate.decode import sample_next
-from pycpilot.generate.native import NativeStep
-from pycpilot.generate.text import Stopper
-
-
-@dataclass
-class Job:
-    """One prompt's `n` completions. `emit` is called from the worker thread with ("text", row, piece) while
-    streaming, ("done", row, Completion) as each row ends, and ("end", None, None) once all have."""
-
-    ids: list[int]
-    n: int
-    max_new: int
-    temperature: float
-    top_p: float
-    top_k: int
-    stoppers: list[Stopper]
-    seed: int
-    emit: Callable[[str, int | None, Any], None]
-    stream: bool = False
-    deadline: float | None = None  # time.monotonic()
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    healed: bytes = b""  # token healing: the first new token must start with these bytes
-    # worker state
-    slots: list[int] = field(default_factory=list)
-    rows: list[list[int]] = field(default_factory=list)
-    done: list[Completion | None] = field(default_factory=list)
-    shown: list[int] = field(default_factory=list)
-    logits: torch.Tensor | None = None
-    generator: torch.Generator | None = None
-
-
-def _text_to(job: Job, row: int) -> Callable[[str], None]:
-    return lambda piece: job.emit("text", row, piece)
+from pycpilot.generate.batch import DecodeBatch, Job
+from pycpilot.generate.complete import Completer
 
 
 class Scheduler:
     def __init__(self, completer: Completer, max_batch: int, queue_size: int, prompt_cache: bool = True) -> None:
         self.completer = completer
-        self.fast = completer.fast
-        self.batched = self.fast is not None and self.fast.rows_independent
+        fast = completer.fast
+        self.batched = fast is not None and fast.rows_independent
         self.max_batch = max_batch if self.batched else 1
         self.queue_size = queue_size
         self.pending: collections.deque[Job] = collections.deque()
         self.calls: collections.deque[tuple[Callable[[], Any], Future]] = collections.deque()
-        self.active: list[Job] = []
-        self.free = list(range(self.max_batch))
         self.prompt_cache = prompt_cache and self.batched
-        self.cached: list[list[int]] = [[] for _ in range(self.max_batch)]  # the prompt each slot holds
+        self.batch = (
+            DecodeBatch(completer, self.max_batch, completer.context, self.prompt_cache) if self.batched else None
+        )
+        self.alone: list[Job] = []  # the job running alone (not batched)
         self.cond = threading.Condition()
-        self.stats = {"served": 0, "cancelled": 0, "rejected": 0, "steps": 0, "prompt_tokens": 0,
-                      "prompt_tokens_cached": 0}  # fmt: skip
+        self.stats = {"served": 0, "cancelled": 0, "rejected": 0}
         self.thread: threading.Thread | None = None
         self.own_thread = False  # start() made the thread (else run_here runs in the caller's)
         self.stopping = False
         self.error: str | None = None
-        self.step: NativeStep | None = None  # the C step; None: the same step in torch ops (step_rows)
-        if self.batched:
-            assert self.fast is not None
-            self.cache = self.fast.new_cache(self.max_batch, completer.context, zero=self.fast.lib is None)
-            if self.fast.lib is not None:
-                self.step = NativeStep(self.fast.lib, self.fast, self.cache, self.fast.threads)
+
+    @property
+    def active(self) -> list[Job]:
+        return self.batch.active if self.batch is not None else self.alone
 
     # ---- the request side (event loop threads) ----
 
@@ -119,15 +73,17 @@ class Scheduler:
 
     def health(self) -> dict[str, Any]:
         with self.cond:
+            batch = self.batch
             return {
                 "queued": len(self.pending),
                 "active_jobs": len(self.active),
-                "active_rows": self.max_batch - len(self.free) if self.batched else len(self.active),
+                "active_rows": self.max_batch - len(batch.free) if batch is not None else len(self.alone),
                 "max_batch": self.max_batch,
                 "queue_size": self.queue_size,
                 "prompt_cache": self.prompt_cache,
                 "worker": "running" if self.thread and self.thread.is_alive() else "stopped",
                 **self.stats,
+                **(batch.stats if batch is not None else {"steps": 0, "prompt_tokens": 0, "prompt_tokens_cached": 0}),
             }
 
     def call(self, fn: Callable[[], Any]) -> Future:
@@ -189,157 +145,78 @@ class Scheduler:
                     except Exception as e:
                         future.set_exception(e)
             try:
-                if self.batched:
-                    for job in admitted:
-                        try:
-                            self._prefill(job)
-                        except Exception as e:  # this prompt's trouble: only this request fails
-                            self._fail(job, e)
-                    self._advance()
+                if self.batch is not None:
+                    self._step(admitted)
                 else:
                     for job in admitted:
-                        try:
-                            self._run_alone(job)
-                        except Exception as e:
-                            self._fail(job, e)
+                        self._run_alone(job)
             except Exception as e:  # a bug must not leave requests waiting forever
                 self.error = f"{type(e).__name__}: {e}"
                 with self.cond:
-                    jobs, self.active = self.active, []
-                    self.free = list(range(self.max_batch))
+                    jobs = self.batch.clear() if self.batch is not None else self.alone
+                    self.alone = []
                 for job in jobs:
                     job.emit("end", None, f"the model worker failed: {self.error}")
 
     def _admit(self) -> list[Job]:
-        """Move queued jobs in while their rows fit (in order: a big job is not overtaken forever)."""
-        admitted = []
-        while self.pending and (not self.batched or self.pending[0].n <= len(self.free)):
-            if not self.batched and (self.active or admitted):
+        """Queued jobs that fit now, in order (a big job is not overtaken forever); called under the lock."""
+        admitted: list[Job] = []
+        free = len(self.batch.free) if self.batch is not None else 0
+        while self.pending:
+            job = self.pending[0]
+            if self.batch is None and (self.alone or admitted):
                 break
-            job = self.pending.popleft()
+            if self.batch is not None and job.params.n > free:
+                break
+            self.pending.popleft()
             if job.cancelled.is_set():
                 self.stats["cancelled"] += 1
                 job.emit("end", None, None)
                 continue
-            if self.batched:
-                job.slots = self._take_slots(job.ids, job.n)
-            self.active.append(job)
+            free -= job.params.n
             admitted.append(job)
+        if self.batch is None:
+            self.alone.extend(admitted)
         return admitted
 
-    def _shared(self, slot: int, ids: list[int]) -> int:
-        """How many leading tokens of `ids` slot `slot` holds already, leaving at least the last two to run: the
-        last gives the first logits, and with two the rest runs through the torch ops of any prompt (one alone
-        would take the C decode step, whose int8 activations differ from torch's)."""
-        if not self.prompt_cache:
-            return 0
-        cached, limit = self.cached[slot], min(len(self.cached[slot]), len(ids) - 2)
-        k = 0
-        while k < limit and cached[k] == ids[k]:
-            k += 1
-        return k
-
-    def _take_slots(self, ids: list[int], n: int) -> list[int]:
-        """The free slot whose cached prompt shares the most with `ids` first, then the least useful ones."""
-        ranked = sorted(self.free, key=lambda slot: self._shared(slot, ids))
-        first = ranked.pop()
-        rest = ranked[: n - 1]
-        for slot in (first, *rest):
-            self.free.remove(slot)
-        return [first, *rest]
+    def _step(self, admitted: list[Job]) -> None:
+        """New jobs' prompts into the batch, then one token for every row."""
+        assert self.batch is not None
+        for job in admitted:
+            try:
+                self.batch.start(job)
+            except Exception as e:  # this prompt's trouble: only this request fails
+                self._fail(job, e)
+        finished, failed = self.batch.advance()
+        for job, error in failed:
+            self._fail(job, error)
+        for job in finished:
+            self._retire(job)
 
     def _run_alone(self, job: Job) -> None:
-        on_text = (lambda piece: job.emit("text", 0, piece)) if job.stream else None
-        result = self.completer.complete_ids(
-            job.ids, job.n, job.max_new, job.temperature, job.top_p, job.top_k, job.stoppers, job.seed,
-            on_text=on_text, deadline=job.deadline, cancelled=job.cancelled.is_set,
-            first=self.completer.first_mask(job.healed),
-        )  # fmt: skip
+        try:
+            on_text = (lambda piece: job.emit("text", 0, piece)) if job.stream else None
+            result = self.completer.complete_ids(
+                job.ids, job.params, job.stoppers, healed=job.healed, on_text=on_text,
+                deadline=job.deadline, cancelled=job.cancelled.is_set,
+            )  # fmt: skip
+        except Exception as e:
+            self._fail(job, e)
+            return
         for r, completion in enumerate(result):
             job.emit("done", r, completion)
         self._retire(job)
 
-    def _prefill(self, job: Job) -> None:
-        """The prompt once into the first slot, copied to the job's other slots; the first logits."""
-        assert self.fast is not None
-        first = job.slots[0]
-        done = self._shared(first, job.ids)
-        for slot in job.slots:
-            self.cached[slot] = []  # until the prompt is in every one of them
-        logits = self.fast.step(torch.tensor([job.ids[done:]]), done, self.cache.row(first))
-        self.stats["prompt_tokens"] += len(job.ids)
-        self.stats["prompt_tokens_cached"] += done
-        for slot in job.slots[1:]:
-            for c in (*self.cache.keys, *self.cache.values):
-                c[slot, :, : len(job.ids)] = c[first, :, : len(job.ids)]
-        for slot in job.slots:
-            self.cached[slot] = list(job.ids)
-        job.logits = logits.expand(job.n, -1).clone()
-        first = self.completer.first_mask(job.healed)
-        if first is not None:
-            job.logits.masked_fill_(~first[: job.logits.shape[-1]].to(job.logits.device), float("-inf"))
-        job.generator = torch.Generator(job.logits.device).manual_seed(job.seed)
-        job.rows = [[] for _ in range(job.n)]
-        job.done = [None] * job.n
-        job.shown = [0] * job.n
-
-    def _advance(self) -> None:
-        """Sample every active row's next token, finish what ended, then one step for the rest."""
-        step_rows: list[tuple[Job, int]] = []
-        for job in list(self.active):
-            assert job.logits is not None
-            try:
-                token = sample_next(job.logits, job.temperature, job.top_k, job.top_p, job.generator).tolist()
-            except Exception as e:
-                self._fail(job, e)
-                continue
-            out_of_time = job.cancelled.is_set() or (job.deadline is not None and time.monotonic() > job.deadline)
-            for r in range(job.n):
-                if job.done[r] is not None:
-                    continue
-                job.rows[r].append(token[r])
-                last = len(job.rows[r]) == job.max_new or out_of_time
-                job.done[r] = self.completer.finish_row(job.rows[r], job.stoppers[r], last)
-                if job.stream and not job.cancelled.is_set():
-                    job.shown[r] = self.completer.stream_row(
-                        job.rows[r], job.done[r], job.stoppers[r], job.shown[r], _text_to(job, r)
-                    )
-                if job.done[r] is not None:
-                    if not job.cancelled.is_set():
-                        job.emit("done", r, job.done[r])
-                    with self.cond:
-                        self.free.append(job.slots[r])
-                else:
-                    step_rows.append((job, r))
-            if all(d is not None for d in job.done):
-                self._retire(job)
-        if not step_rows:
-            return
-        assert self.fast is not None
-        ids = [job.rows[r][-1] for job, r in step_rows]
-        pos = [len(job.ids) + len(job.rows[r]) - 1 for job, r in step_rows]
-        slots = [job.slots[r] for job, r in step_rows]
-        if self.step is not None:
-            logits = self.step.run_rows(ids, pos, slots)
-        else:
-            logits = self.fast.step_rows(ids, pos, slots, self.cache)
-        self.stats["steps"] += 1
-        for k, (job, r) in enumerate(step_rows):
-            assert job.logits is not None
-            job.logits[r] = logits[k]
-
     def _fail(self, job: Job, error: Exception) -> None:
         self.error = f"{type(error).__name__}: {error}"
         with self.cond:
-            if job in self.active:
-                self.active.remove(job)
-            self.free.extend(slot for slot, done in zip(job.slots, job.done or [None] * job.n, strict=False)
-                             if done is None)  # fmt: skip
+            if job in self.alone:
+                self.alone.remove(job)
         job.emit("end", None, f"this request failed: {self.error}")
 
     def _retire(self, job: Job) -> None:
         with self.cond:
-            if job in self.active:
-                self.active.remove(job)
+            if job in self.alone:
+                self.alone.remove(job)
             self.stats["cancelled" if job.cancelled.is_set() else "served"] += 1
         job.emit("end", None, None)

@@ -8,19 +8,20 @@ import contextlib
 import functools
 import json
 import os
-import secrets
 import time
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
+from pycpilot.generate.batch import Job
 from pycpilot.generate.complete import Completer, Completion
 from pycpilot.generate.text import Stopper
 from pycpilot.serve.config import ServeConfig
-from pycpilot.serve.requests import BadRequest, Sampling
-from pycpilot.serve.scheduler import Job, Scheduler
+from pycpilot.serve.requests import BadRequest, PromptRequest
+from pycpilot.serve.scheduler import Scheduler
 
 OFF_LOOP_CHARS = 16_384  # prompts longer than this are tokenised in a thread (the tokenizer releases the GIL)
 POLL_S = 0.05  # how often a waiting non-streaming request looks for its client having gone
@@ -49,18 +50,15 @@ class Server:
         self.tokenizing = asyncio.Semaphore(max(1, min(4, os.cpu_count() or 1)))  # long prompts at once, off-loop
         completer.tokens("x")  # the tokenizer sets its state on its first call: not from two threads at once
 
-    def job(self, s: Sampling, emit: Any) -> tuple[Job, int]:
+    def job(self, s: PromptRequest, emit: Any) -> tuple[Job, int]:
         """A worker job for one prompt, and how many prompt tokens were cut to fit the context."""
         ids, cut, max_new, healed = self.completer.prepare(
-            s.prompt, s.suffix, s.max_tokens, False, s.heal, self.cut_step
+            s.prompt, s.suffix, s.params.max_new_tokens, False, s.heal, self.cut_step
         )
-        stoppers = [Stopper(s.prompt, s.stop, s.scope, len(healed)) for _ in range(s.n)]
+        params = replace(s.params, max_new_tokens=max_new)
+        stoppers = [Stopper(s.prompt, params.stop, params.scope, len(healed)) for _ in range(params.n)]
         deadline = time.monotonic() + s.time_limit_ms / 1000 if s.time_limit_ms else None
-        seed = s.seed if s.seed is not None else secrets.randbits(63)
-        temperature = s.temperature if s.temperature >= 1e-6 else 0.0
-        job = Job(ids, s.n, max_new, temperature, s.top_p, s.top_k, stoppers, seed, emit, s.stream, deadline)
-        job.healed = healed
-        return job, cut
+        return Job(ids, params, stoppers, emit, s.stream, deadline, healed=healed), cut
 
     async def in_worker(self, fn: Any, *args: Any) -> Any:
         """`fn(*args)` in the model worker's thread, the only one that runs torch (see scheduler.py); its
@@ -70,7 +68,7 @@ class Server:
         except Exception as e:
             raise WorkerError(f"{type(e).__name__}: {e}") from None
 
-    async def submit(self, samplings: list[Sampling]) -> tuple[list[Job], list[int], asyncio.Queue] | Response:
+    async def submit(self, samplings: list[PromptRequest]) -> tuple[list[Job], list[int], asyncio.Queue] | Response:
         """Queue one job per prompt, all or none; or the error response (400 for a prompt that cannot fit
         with its suffix, 503 when the queue is full). Long prompts are tokenised off the event loop, so a
         megabyte prompt does not hold up every other request (and /health)."""
@@ -97,7 +95,7 @@ class Server:
         return jobs, cuts, events
 
     def _jobs(
-        self, samplings: list[Sampling], loop: asyncio.AbstractEventLoop, events: asyncio.Queue
+        self, samplings: list[PromptRequest], loop: asyncio.AbstractEventLoop, events: asyncio.Queue
     ) -> tuple[list[Job], list[int]]:
         jobs, cuts = [], []
         for i, s in enumerate(samplings):

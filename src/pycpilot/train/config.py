@@ -41,7 +41,11 @@ class TrainConfig:
     n_head: int | None = setting(None, help="attention heads (preset)", low=1, high=1024, group=_MODEL)
     n_embd: int | None = setting(None, help="width (preset)", low=1, high=65536, group=_MODEL)
     n_positions: int | None = setting(
-        None, help="position embeddings (preset's context, at least the block)", low=2, high=1 << 20, group=_MODEL
+        None,
+        help="position embeddings (default: the packed block length; more only for later use)",
+        low=2,
+        high=1 << 20,
+        group=_MODEL,
     )
     dropout: float | None = setting(None, help="dropout everywhere (preset)", low=0, below=1, group=_MODEL)
     # Optimiser and schedule.

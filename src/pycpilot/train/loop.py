@@ -262,16 +262,13 @@ def finish(run: Run, metrics: MetricsLog, progress: _Progress, seconds: float) -
 
 def _say_what_runs(run: Run) -> None:
     cfg, rt, mc = run.cfg, run.rt, run.model_config
-    preset_positions = cfg.preset_values().context_length
-    grown = cfg.n_positions is None and mc.n_positions > preset_positions
-    positions_note = f" (the preset's {preset_positions} raised to the packed block length)" if grown else ""
     limits = [
         f"up to {run.total_steps:,} steps" if run.total_steps else "",
         f"within {cfg.max_time}" if run.budget else "",
     ]
     run.log(
         f"train: GPT-2 {mc.n_layer}x{mc.n_embd}, {run.params / 1e6:.1f}M parameters, {mc.n_positions} "
-        f"positions{positions_note}, {len(run.train_ds):,} blocks of {run.block}, global batch "
+        f"positions, {len(run.train_ds):,} blocks of {run.block}, global batch "
         f"{run.order.global_batch} on {rt.world} x {rt.device.type} "
         f"({str(rt.dtype).removeprefix('torch.') if rt.dtype else 'fp32'}), "
         + ", ".join(x for x in limits if x)

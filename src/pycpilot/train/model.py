@@ -15,7 +15,7 @@ GIB = 2**30
 def gpt2_config(cfg: TrainConfig, tokenizer: Any, block: int) -> Any:
     from transformers import GPT2Config
 
-    positions = cfg.n_positions or max(cfg.preset_values().context_length, block)
+    positions = cfg.n_positions or block  # the pack decides the block; more positions only when asked
     if block > positions:
         raise PycpilotError(
             f"the packed blocks hold {block} tokens but the model has {positions} positions: "

@@ -92,6 +92,7 @@ def setup(cfg: TrainConfig, rt: Runtime) -> Run:
         if sizing.get("data_note"):
             log(f"train: note: {sizing['data_note']}")
     model_config = gpt2_config(cfg, tokenizer, block)
+    tokenizer.model_max_length = model_config.n_positions  # the saved model's tokenizer tells its context
     batch = cfg.resolved("batch_size")
     order = BatchOrder(len(train_ds), batch, cfg.grad_accum, rt.world, rt.rank, cfg.seed)
     if order.steps_per_epoch < 1:

@@ -1,38 +1,22 @@
-"""`pycpilot` command line: one subcommand per pipeline stage, each a thin map onto its entry function."""
+"""`pycpilot` command line: one subcommand per pipeline stage, each a thin map onto its entry function.
+
+One module per subcommand group: stages.py (data, tokenizer, pack, train), complete.py, eval.py, serve.py,
+run.py; every option comes from a config class's fields (pycpilot/settings.py)."""
 
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
-from pathlib import Path
 
 from pycpilot import __version__
-from pycpilot.cli_eval import add_complete, add_eval
-from pycpilot.cli_run import add_run, stage_options
-from pycpilot.cli_serve import add_serve
+from pycpilot.cli.complete import add_complete
+from pycpilot.cli.eval import add_eval
+from pycpilot.cli.run import add_run, stage_options
+from pycpilot.cli.serve import add_serve
+from pycpilot.cli.stages import add_stage
 from pycpilot.errors import Interrupted, PycpilotError
-from pycpilot.settings import add_options, given, load_settings
-from pycpilot.stages import PIPELINE, Stage
-
-
-def add_stage(sub: argparse._SubParsersAction, stage: Stage) -> None:
-    """`pycpilot STAGE`: the stage config's fields as options, --recipe for a file of them."""
-    p = sub.add_parser(stage.name, help=stage.help, description=stage.description)
-    p.add_argument(
-        "--recipe", type=Path, help="YAML or JSON file of these settings (names as below, - or _); options win"
-    )
-    add_options(p, stage.config_class(), required=stage.required)
-    p.set_defaults(run=functools.partial(_run_stage, stage))
-
-
-def _run_stage(stage: Stage, args: argparse.Namespace) -> int:
-    cls = stage.config_class()
-    values = load_settings(cls, args.recipe, fixed=stage.required) if args.recipe else {}
-    values.update(given(cls, args))
-    stage.entry()(cls(**values))
-    return 0
+from pycpilot.stages import PIPELINE
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,204 @@
+"""The decode loop: rows of one or more jobs in one KV cache, advanced together one token per step.
+
+`pycpilot complete` runs one job alone on it; `serve`'s worker keeps it open and lets jobs join and leave
+between steps (continuous batching). Each row has a slot of the cache and its own position, so a row's tokens
+do not depend on which rows run beside it, and each job samples with its own generator: a seeded job gives the
+same text alone or among others. Rows finish through `Completer.finish_row` (stops, scope, EOS, length), the
+routine transformers' engine (hf.py) uses too.
+
+Prompt cache (serve): a slot keeps the keys and values of the last prompt it ran after its job ends, and a new
+job takes the free slot whose prompt shares the longest beginning with its own, running only the rest. Only
+prompt positions are reused (computed by the same torch ops as a fresh prompt), never those the step wrote.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from pycpilot.generate.decode import sample_next
+from pycpilot.generate.native import NativeStep
+from pycpilot.generate.sampling import SamplingParams
+from pycpilot.generate.text import Stopper
+
+if TYPE_CHECKING:
+    from pycpilot.generate.complete import Completer
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # stop (a stop string, the scope or EOS) or length
+    tokens: int  # new tokens generated for it
+    ids: list[int] = field(default_factory=list, repr=False)  # those tokens (a final EOS included)
+
+
+@dataclass
+class Job:
+    """One prompt's `params.n` completions. `emit` gets ("text", row, piece) while streaming, ("done", row,
+    Completion) as each row ends and, from serve's worker, ("end", None, error or None) once all have."""
+
+    ids: list[int]
+    params: SamplingParams  # max_new_tokens already fitted to what the context leaves (Completer.prepare)
+    stoppers: list[Stopper]
+    emit: Callable[[str, int | None, Any], None]
+    stream: bool = False
+    deadline: float | None = None  # time.monotonic(): rows still going then end as "length"
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    healed: bytes = b""  # token healing: the first new token must start with these bytes
+    give_up: Callable[[], bool] | None = None  # a caller's own check (complete's `cancelled`): rows end as length
+    # decode state
+    slots: list[int] = field(default_factory=list)
+    rows: list[list[int]] = field(default_factory=list)
+    done: list[Completion | None] = field(default_factory=list)
+    shown: list[int] = field(default_factory=list)
+    logits: torch.Tensor | None = None
+    generator: torch.Generator | None = None
+
+    def out_of_time(self) -> bool:
+        late = self.deadline is not None and time.monotonic() > self.deadline
+        return late or self.cancelled.is_set() or bool(self.give_up and self.give_up())
+
+    def finished(self) -> bool:
+        return all(d is not None for d in self.done)
+
+
+class DecodeBatch:
+    """`slots` rows of `length` positions over a Completer's fast decoder (the C step, else torch ops)."""
+
+    def __init__(self, completer: Completer, slots: int, length: int, prompt_cache: bool = False) -> None:
+        assert completer.fast is not None
+        self.completer, self.fast = completer, completer.fast
+        # step_rows reads each slot up to the longest row and masks the rest: fresh memory must hold no NaN
+        self.cache = self.fast.new_cache(slots, length, zero=self.fast.lib is None)
+        self.native = NativeStep(self.fast.lib, self.fast, self.cache, self.fast.threads) if self.fast.lib else None
+        self.free = list(range(slots))
+        self.prompt_cache = prompt_cache
+        self.cached: list[list[int]] = [[] for _ in range(slots)]  # the prompt each slot holds
+        self.active: list[Job] = []
+        self.stats = {"steps": 0, "prompt_tokens": 0, "prompt_tokens_cached": 0}
+
+    def fits(self, job: Job) -> bool:
+        return job.params.n <= len(self.free)
+
+    def start(self, job: Job) -> None:
+        """Give `job` its slots and run its prompt; the job then advances with the others. On an error the
+        slots are free again and the job is not in the batch."""
+        job.slots = self._take_slots(job.ids, job.params.n)
+        job.done = [None] * job.params.n
+        try:
+            self._prefill(job)
+        except BaseException:
+            self.free.extend(job.slots)
+            raise
+        self.active.append(job)
+
+    def _shared(self, slot: int, ids: list[int]) -> int:
+        """How many leading tokens of `ids` slot `slot` holds already, leaving at least the last two to run: the
+        last gives the first logits, and with two the rest runs through the torch ops of any prompt (one alone
+        would take the C decode step, whose int8 activations differ from torch's)."""
+        if not self.prompt_cache:
+            return 0
+        cached, limit = self.cached[slot], min(len(self.cached[slot]), len(ids) - 2)
+        k = 0
+        while k < limit and cached[k] == ids[k]:
+            k += 1
+        return k
+
+    def _take_slots(self, ids: list[int], n: int) -> list[int]:
+        """The free slot whose cached prompt shares the most with `ids` first, then the least useful ones."""
+        ranked = sorted(self.free, key=lambda slot: self._shared(slot, ids))
+        first = ranked.pop()
+        taken = [first, *ranked[: n - 1]]
+        for slot in taken:
+            self.free.remove(slot)
+        return taken
+
+    def _prefill(self, job: Job) -> None:
+        """The prompt once into the first slot, copied to the job's other slots; the first logits."""
+        first, length = job.slots[0], len(job.ids)
+        done = self._shared(first, job.ids)
+        for slot in job.slots:
+            self.cached[slot] = []  # until the prompt is in every one of them
+        logits = self.fast.step(torch.tensor([job.ids[done:]]), done, self.cache.row(first))
+        self.stats["prompt_tokens"] += length
+        self.stats["prompt_tokens_cached"] += done
+        for slot in job.slots[1:]:
+            for c in (*self.cache.keys, *self.cache.values):
+                c[slot, :, :length] = c[first, :, :length]
+        for slot in job.slots:
+            self.cached[slot] = list(job.ids)
+        job.logits = logits.expand(job.params.n, -1).clone()
+        allowed = self.completer.first_mask(job.healed)
+        if allowed is not None:
+            job.logits.masked_fill_(~allowed[: job.logits.shape[-1]].to(job.logits.device), float("-inf"))
+        job.generator = torch.Generator(job.logits.device).manual_seed(job.params.seed)
+        job.rows = [[] for _ in range(job.params.n)]
+        job.shown = [0] * job.params.n
+
+    def advance(self) -> tuple[list[Job], list[tuple[Job, Exception]]]:
+        """Sample every active row's next token, finish what ended, then one step for the rest. Returns the
+        jobs that finished (every row done) and those that failed, both out of the batch and their slots free."""
+        finished, failed, step_rows = [], [], []
+        completer = self.completer
+        for job in list(self.active):
+            assert job.logits is not None
+            p = job.params
+            try:
+                token = sample_next(job.logits, p.temperature, p.top_k, p.top_p, job.generator).tolist()
+            except Exception as e:
+                self.leave(job)
+                failed.append((job, e))
+                continue
+            late = job.out_of_time()
+            for r in range(p.n):
+                if job.done[r] is not None:
+                    continue
+                job.rows[r].append(token[r])
+                last = len(job.rows[r]) == p.max_new_tokens or late
+                done = job.done[r] = completer.finish_row(job.rows[r], job.stoppers[r], last)
+                if job.stream and not job.cancelled.is_set():
+                    job.shown[r] = completer.stream_row(job.rows[r], done, job.stoppers[r], job.shown[r], _to(job, r))
+                if done is None:
+                    step_rows.append((job, r))
+                    continue
+                if not job.cancelled.is_set():
+                    job.emit("done", r, done)
+                self.free.append(job.slots[r])
+            if job.finished():
+                self.active.remove(job)
+                finished.append(job)
+        if step_rows:
+            ids = [job.rows[r][-1] for job, r in step_rows]
+            pos = [len(job.ids) + len(job.rows[r]) - 1 for job, r in step_rows]
+            slots = [job.slots[r] for job, r in step_rows]
+            if self.native is not None:
+                logits = self.native.run_rows(ids, pos, slots)
+            else:
+                logits = self.fast.step_rows(ids, pos, slots, self.cache)
+            self.stats["steps"] += 1
+            for k, (job, r) in enumerate(step_rows):
+                assert job.logits is not None
+                job.logits[r] = logits[k]
+        return finished, failed
+
+    def leave(self, job: Job) -> None:
+        """Take `job` out of the batch, its unfinished rows' slots free again."""
+        if job in self.active:
+            self.active.remove(job)
+        self.free.extend(slot for slot, done in zip(job.slots, job.done, strict=False) if done is None)
+
+    def clear(self) -> list[Job]:
+        """Every job out (after a failure of the step itself); returns them."""
+        jobs, self.active = self.active, []
+        self.free = list(range(len(self.cached)))
+        return jobs
+
+
+def _to(job: Job, row: int) -> Callable[[str], None]:
+    return lambda piece: job.emit("text", row, piece)
