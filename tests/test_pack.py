@@ -19,7 +19,6 @@ from pycpilot.errors import PycpilotError
 from pycpilot.pack import PackConfig, PackedDataset, fim, pack_dataset
 from pycpilot.pack.build import _dtype
 from pycpilot.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
-from pycpilot.tokenizer.train import _save, _train_ours
 
 from conftest import good_code, write
 
@@ -162,14 +161,6 @@ def test_reader_refuses_damaged_packs(stage_dirs, tmp_path: Path) -> None:
         PackedDataset(tmp_path / "nowhere", "train")
 
 
-def _tokenizer_without_fim(stage_dirs, folder: Path) -> Path:
-    data, _ = stage_dirs
-    cfg = TokenizerConfig(data=data, out=folder, vocab_size=300, quiet=True)
-    folder.mkdir()
-    _save(_train_ours(cfg, datasets.load_from_disk(str(data))["train"], 300, []), folder)
-    return folder
-
-
 @pytest.mark.parametrize(
     ("setup", "kw", "message"),
     [
@@ -187,11 +178,6 @@ def _tokenizer_without_fim(stage_dirs, folder: Path) -> Path:
         (lambda sd, t: {}, {"context_length": 1}, "--context-length must be between 2 and"),
         (lambda sd, t: {}, {"context_length": 4096}, "larger than models for this tokenizer use \\(1024 positions"),
         (lambda sd, t: {"data": t}, {}, "is not a saved DatasetDict"),
-        (
-            lambda sd, t: {"tokenizer": _tokenizer_without_fim(sd, t / "nofim")},
-            {"fim_rate": 0.5},
-            "lacks <fim_prefix>, <fim_middle>, <fim_suffix>: pass --fim-rate 0",
-        ),
         (lambda sd, t: {}, {"fim_rate": 1.5}, "--fim-rate must be between 0 and 1, not 1.5"),
     ],
 )

@@ -127,6 +127,22 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# --init-from: training settings that suit a model that has learned already (each given option wins): AdamW for
+# every weight (Muon's orthogonalised updates are made for training from scratch), a lower learning rate, a
+# short warmup, a cosine to a tenth, no re-initialisation and no sequence-length warmup; dropout is the
+# source model's own. Measured in docs/benchmarks.md ("Fine-tuning").
+FINE_TUNING = {
+    "optimizer": "adamw",
+    "lr": 3e-4,
+    "warmup_steps": 20,
+    "schedule": "cosine",
+    "min_lr_ratio": 0.1,
+    "weight_decay": 0.1,
+    "zero_init": False,
+    "seq_warmup": 0.0,
+}
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]

@@ -22,8 +22,11 @@ from pycpilot.manifest import MANIFEST, atomic_output_dir, base_manifest, check_
 from pycpilot.pack import fim
 from pycpilot.pack.config import PackConfig
 from pycpilot.pack.encoder import CheckedEncoder
+from pycpilot.pretrained import tokenizer_folder
 from pycpilot.tokenizer.load import load_tokenizer, tokenizer_hash
-from pycpilot.tokenizer.specials import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+from pycpilot.tokenizer.specials import CODE_SPECIALS, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+
+TOKENIZER = "tokenizer"  # the pack's own copy of a tokenizer it changed or took from a model
 
 
 @dataclass
@@ -149,7 +152,8 @@ def pack_dataset(cfg: PackConfig) -> PackResult:
     out = Path(cfg.out)
     inputs = (Path(cfg.data), Path(cfg.tokenizer))
     check_output_dir(out, cfg.overwrite, "pack", inputs)
-    hf = load_tokenizer(cfg.tokenizer)
+    tok_dir = tokenizer_folder(cfg.tokenizer)  # a tokenizer folder, or a model's (local, a training run, hf:)
+    hf = load_tokenizer(tok_dir)
     ctx = cfg.resolved_context_length()
     limit = getattr(hf, "model_max_length", None)
     if isinstance(limit, int) and ctx > limit:
@@ -159,16 +163,17 @@ def pack_dataset(cfg: PackConfig) -> PackResult:
         )
     if hf.eos_token_id is None:
         raise PycpilotError(f"tokenizer {cfg.tokenizer} has no end-of-text token to put between files")
-    dtype = _dtype(cfg, len(hf))
-    fim_ids = None
+    fim_ids, added = None, []
     if cfg.fim_rate > 0:
+        added = [t for t in CODE_SPECIALS if t not in hf.get_vocab()]
+        if added:  # a pretrained model's tokenizer: the tokens go after its last id, training adds their rows
+            hf.add_special_tokens({"extra_special_tokens": added}, replace_extra_special_tokens=False)
         vocab = hf.get_vocab()
-        missing = [t for t in (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX) if t not in vocab]
-        if missing:
-            raise PycpilotError(f"tokenizer {cfg.tokenizer} lacks {', '.join(missing)}: pass --fim-rate 0")
         fim_ids = fim.FimIds(vocab[FIM_PREFIX], vocab[FIM_MIDDLE], vocab[FIM_SUFFIX])
+    dtype = _dtype(cfg, len(hf))
     dsd = load_data_dir(cfg.data)
-    enc = CheckedEncoder(hf, Path(cfg.tokenizer), cfg.encoder, cfg.threads)
+    enc = CheckedEncoder(hf, tok_dir, cfg.encoder, cfg.threads)  # encodes text only: added tokens do not matter
+    own_copy = bool(added) or tok_dir != Path(cfg.tokenizer)  # the pack keeps the tokenizer it was made with
     if cfg.encoder == "tiktoken" and enc.fast is None:
         raise PycpilotError(f"--encoder tiktoken cannot be used: {enc.note}")
 
@@ -192,7 +197,17 @@ def pack_dataset(cfg: PackConfig) -> PackResult:
         finally:
             bar.close()
         elapsed = time.perf_counter() - start
+        used = tok_dir
+        if own_copy:
+            hf.save_pretrained(str(tmp / TOKENIZER))
+            used = tmp / TOKENIZER
         manifest = _manifest(cfg, hf, ctx, dtype, enc, stats, elapsed)
+        manifest["tokenizer"] = {
+            "path": str((out / TOKENIZER).resolve() if own_copy else tok_dir),
+            "sha256": tokenizer_hash(used),
+            "source": str(cfg.tokenizer),
+            "added_tokens": added,
+        }
         write_json_atomic(tmp / MANIFEST, manifest)
 
     if not cfg.quiet:
@@ -204,6 +219,11 @@ def pack_dataset(cfg: PackConfig) -> PackResult:
         print(f"pack: {total_bytes / 1e6 / max(elapsed, 1e-9):.1f} MB/s with {enc.name}, {elapsed:.1f} s -> {out}")
         if enc.note:
             print(f"note: {enc.note}")
+        if added:
+            print(
+                f"pack: {cfg.tokenizer}'s tokenizer had no {', '.join(added)}: added after its last id (saved in "
+                f"{out / TOKENIZER}); training from its model adds their rows (--fim-rate 0 packs without them)"
+            )
     return PackResult(out=out, manifest=manifest)
 
 
@@ -241,7 +261,6 @@ def _manifest(
             "dtype": dtype.name,
             "vocab_size": len(hf),
             "eos_token_id": hf.eos_token_id,
-            "tokenizer": {"path": str(cfg.tokenizer), "sha256": tokenizer_hash(cfg.tokenizer)},
             "data": {"path": str(cfg.data), "content_sha256": data_hash(cfg.data)},
             "fim": {"rate": cfg.fim_rate, "spm_rate": cfg.fim_spm_rate, "splits": cfg.fim_splits, "seed": cfg.seed},
             "encoder": enc.name,

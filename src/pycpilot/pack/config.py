@@ -22,7 +22,10 @@ class PackConfig:
     """`pack_dataset(PackConfig(...))` is the Python entry point of `pycpilot pack`."""
 
     data: Path = setting(help="a `pycpilot data` output folder")
-    tokenizer: Path = setting(help="a `pycpilot tokenizer` output folder")
+    tokenizer: Path = setting(
+        help="a `pycpilot tokenizer` output folder, or a model's tokenizer: its folder, a `pycpilot train` --out or "
+        "hf:NAME[@REVISION] (for --init-from; FIM tokens it lacks are added)"
+    )
     out: Path = setting(help="output folder ({split}.bin + manifest.json)")
     context_length: int | None = setting(
         None, help=f"tokens per block (default: the preset's, else {SEED_CONTEXT_LENGTH})", low=2, high=1 << 20

@@ -47,7 +47,9 @@ class PackInfo:
                 for name, s in m["splits"].items()
             }
             tokenizer, data = m.get("tokenizer") or {}, m.get("data") or {}
-            return cls(Path(pack_dir), int(m["context_length"]), str(m["dtype"]), splits, tokenizer.get("path"),
+            own = Path(pack_dir) / "tokenizer"  # a copy the pack keeps moves with it
+            path = str(own) if own.is_dir() else tokenizer.get("path")
+            return cls(Path(pack_dir), int(m["context_length"]), str(m["dtype"]), splits, path,
                        tokenizer.get("sha256"), data.get("content_sha256"))  # fmt: skip
         except (KeyError, TypeError, ValueError, AttributeError):
             raise PycpilotError(f"{pack_dir}/manifest.json is not a valid pack manifest (a field is missing)") from None

@@ -16,7 +16,7 @@ from typing import Any
 
 from pycpilot.checks import short
 from pycpilot.errors import PycpilotError
-from pycpilot.generate.sampling import check_temperature
+from pycpilot.generate.sampling import check_temperature, sampling_setting
 from pycpilot.presets import PRESETS
 from pycpilot.recipes import check_keys, read_mapping
 from pycpilot.settings import check, coerce, setting
@@ -37,7 +37,7 @@ class EvalPlan:
 
     humaneval_limit: int = setting(20, help="HumanEval problems (0: skip HumanEval; 164: all)", low=0, high=164)
     n: int = setting(5, help="samples per problem", low=1, high=1000)
-    temperature: float = setting(0.2, help="sampling temperature (0: greedy)", low=0, high=2)
+    temperature: float = sampling_setting("temperature", 0.2, help="sampling temperature (0: greedy)", high=2)
     lines: int = setting(100, help="line-completion positions in the valid split (0: skip)", low=0)
     allow_weak_sandbox: bool = setting(
         False, help="run HumanEval's generated code without namespaces (limits and a process group only)"
@@ -64,6 +64,12 @@ class RunConfig:
         "auto",
         help="auto: the tiny preset's tokenizer, pack and recipe, with the model sized to --train.max-time",
         choices=("auto", *PRESETS),
+    )
+    init_from: str | None = setting(
+        None,
+        help="fine-tune this model instead of training from scratch: a model folder, a `pycpilot train` --out, or "
+        "hf:NAME[@REVISION] (no tokenizer is trained: the pack uses the model's)",
+        metavar="SRC",
     )
     # stage -> option -> value: --STAGE.OPTION on the command line, or a --recipe file
     settings: dict[str, dict[str, Any]] = setting(help="per-stage settings", factory=dict, cli=False)

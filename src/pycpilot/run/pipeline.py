@@ -52,7 +52,7 @@ def run(cfg: RunConfig, say: Callable[[str], None] = _say) -> dict[str, Any]:
     manifest = _load_manifest(out)
     folders = Folders(out)
     manifest |= base_manifest("run", {"out": str(cfg.out), "sources": cfg.sources, "preset": cfg.preset,
-                                      "settings": cfg.settings})  # fmt: skip
+                                      "init_from": cfg.init_from, "settings": cfg.settings})  # fmt: skip
     previous = ""  # the output id of the stage before: new each time that stage runs, so what follows runs too
     configs = {name: STAGE_RUNNERS[name].config(cfg, folders) for name in STAGES}  # bad settings: before any work
     _check_across(configs)
@@ -66,6 +66,11 @@ def run(cfg: RunConfig, say: Callable[[str], None] = _say) -> dict[str, Any]:
         record = manifest["stages"].get(name) or {}
         head = f"run: [{i}/{len(STAGES)}] {name}"
         same = record.get("status") == "done" and record.get("fingerprint") == fp
+        if name == "tokenizer" and cfg.init_from:  # the model brings its own
+            say(f"{head}: skipped: the pack uses {cfg.init_from}'s tokenizer (--init-from)")
+            manifest["stages"][name] = {"status": "skipped", "fingerprint": fp, "summary": "the model's own"}
+            previous = fingerprint(name, {"init_from": cfg.init_from}, inputs)[:16]
+            continue
         if same and runner.finished(folders):
             say(f"{head}: unchanged, skipped ({record.get('summary', '')})")
             previous = record.get("output", fp)
@@ -118,7 +123,7 @@ def _check_across(configs: dict[str, Any]) -> None:
             f"train.n_positions {positions} is shorter than pack.context_length {context}: the model could not "
             "read a whole block"
         )
-    vocab = configs["tokenizer"].resolved_vocab_size()
+    vocab = configs["tokenizer"].resolved_vocab_size()  # with --init-from, the pack checks the model's
     if configs["pack"].dtype == "uint16" and vocab > 1 << 16:
         raise PycpilotError(
             f"pack.dtype uint16 cannot hold token ids of a {vocab:,}-token vocabulary: use auto or uint32"
@@ -137,11 +142,15 @@ def _bought(stages: dict[str, Any]) -> str:
     ev = stages.get("eval", {}).get("figures") or {}
     spent = train.get("budget") or f"{train.get('steps', 0):,} steps"
     model = train.get("model", "?")
-    parts = [f"{spent} of training bought GPT-2 {model}: valid {train['valid_bpb']:.3f} bits per byte"]
+    what = f"fine-tuning {train['init_from']}" if train.get("init_from") else "training"
+    parts = [f"{spent} of {what} bought GPT-2 {model}: valid {train['valid_bpb']:.3f} bits per byte"]
+    if train.get("valid_bpb_before"):
+        parts[0] += f" (from {train['valid_bpb_before']:.3f})"
     if "lines" in ev:
         lines = ev["lines"]
         exact, similar = lines["exact_match"], lines["edit_similarity"]
-        parts.append(f"line completion {exact:.1f}% exact, edit similarity {similar:.1f}")
+        before = f" (from {ev['lines_before']['exact_match']:.1f}%)" if "lines_before" in ev else ""
+        parts.append(f"line completion {exact:.1f}% exact{before}, edit similarity {similar:.1f}")
     if "humaneval" in ev:
         parts.append(f"HumanEval pass@1 {ev['humaneval']['pass@1']:.2f}%")
     return "; ".join(parts)

@@ -59,7 +59,11 @@ def _corpus(data: dict[str, Any]) -> str:
     return _table(["step", "files", "bytes", "% bytes"], rows, {1, 2, 3}) + note
 
 
-def _tokenizer(tok: dict[str, Any]) -> str:
+def _tokenizer(tok: dict[str, Any], init_from: str | None = None) -> str:
+    if init_from:
+        return f"<p>The model's own, from {_e(init_from)} (--init-from): no tokenizer was trained.</p>"
+    if not tok:
+        return "<p class=muted>no tokenizer output</p>"
     comparison = tok.get("comparison", {})
     ours, theirs = comparison.get("ours", {}), comparison.get("baseline_figures") or {}
     rows = [["ours", f"{ours.get('vocab_size', '?'):,}", ours.get("valid_tokens_per_byte", "?"),
@@ -97,8 +101,9 @@ def _training(model_dir: Path, train: dict[str, Any]) -> str:
     return "".join(parts) or "<p class=muted>no training output</p>"
 
 
-def _headline(out: Path) -> str:
-    """What the budget bought, in one table: the figures a user compares between runs."""
+def _headline(out: Path, manifest: dict[str, Any]) -> str:
+    """What the budget bought, in one table: the figures a user compares between runs (with --init-from, the
+    model it started from too)."""
     train = _read(out / "model" / MANIFEST)
     result, model = train.get("result", {}), train.get("model", {})
     if not result:
@@ -116,8 +121,18 @@ def _headline(out: Path) -> str:
         f"{lines['edit_similarity']:.1f}" if lines else "-",
         f"{he['pass@1']:.2f}% of {he.get('tasks')}" if he.get("pass@1") is not None else "-",
     ]
+    rows = [row]
+    init = train.get("init_from") or {}
+    if init:
+        before = (manifest.get("stages", {}).get("eval", {}).get("figures") or {}).get("lines_before") or {}
+        bpb = init.get("valid_bpb_before")
+        rows.append([
+            "before fine-tuning", "-", _e(init.get("source", "?")), "-", f"{bpb:.3f}" if bpb is not None else "-",
+            f"{before['exact_match']:.1f}%" if before else "-",
+            f"{before['edit_similarity']:.1f}" if before else "-", "-",
+        ])  # fmt: skip
     head = ["budget", "trained", "model", "tokens", "valid bits/byte", "line exact", "edit sim.", "HumanEval pass@1"]
-    return _table(head, [row], {1, 3, 4, 5, 6})
+    return _table(head, rows, {1, 3, 4, 5, 6})
 
 
 def _evaluation(eval_dir: Path) -> str:
@@ -165,6 +180,8 @@ def _commands(manifest: dict[str, Any], out: Path) -> str:
     for source in config.get("sources", []):
         argv += ["--source", source]
     argv += ["--preset", str(config.get("preset", "auto"))]
+    if config.get("init_from"):
+        argv += ["--init-from", str(config["init_from"])]
     for stage, values in (config.get("settings") or {}).items():
         for key, value in values.items():
             argv += [f"--{stage}.{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
@@ -183,10 +200,10 @@ def write_report(out: Path, manifest: dict[str, Any]) -> Path:
 <style>{STYLE}</style></head><body>
 <h1>PYCPilot run: {_e(out.name)}</h1>
 <p class=muted>{_e(manifest.get("created", ""))} · {_e(versions)}</p>
-<h2>What the budget bought</h2>{_headline(out)}
+<h2>What the budget bought</h2>{_headline(out, manifest)}
 <h2>Stages</h2>{_table(["stage", "status", "time", "figures"], rows, {2})}
 <h2>Corpus</h2>{_corpus(_read(out / "data" / MANIFEST))}
-<h2>Tokenizer</h2>{_tokenizer(_read(out / "tokenizer" / MANIFEST))}
+<h2>Tokenizer</h2>{_tokenizer(_read(out / "tokenizer" / MANIFEST), manifest.get("config", {}).get("init_from"))}
 <h2>Training</h2>{_training(out / "model", _read(out / "model" / MANIFEST))}
 <h2>Evaluation</h2>{_evaluation(out / "eval")}
 <h2>Completions of familiar prompts</h2>{_completions(out / "eval")}

@@ -62,11 +62,15 @@ def build_config(name: str, cfg: Any, f: Folders) -> Any:
         fixed["sources"] = cfg.sources
     if name in ("tokenizer", "pack"):
         given = {"preset": cfg.data_preset, **given}
+    if name == "pack" and cfg.init_from:
+        fixed["tokenizer"] = cfg.init_from  # the model's own tokenizer (a copy with FIM tokens if it lacks them)
     if name == "train":  # resume or overwrite: decided when it runs
         given = {"preset": cfg.train_preset, **given}
         if not any(given.get(k) for k in ("max_time", "max_steps", "epochs")) and cfg.preset in ("auto", "tiny"):
             given["max_time"] = "4m"  # the demo's budget: the whole run stays under 10 minutes on 2 cores
         given.setdefault("save_every", 200)  # an interrupted run resumes from at most 200 steps back
+        if cfg.init_from:
+            fixed["init_from"] = cfg.init_from
     else:
         fixed["overwrite"] = True
     cls = stage.config_class()
@@ -103,6 +107,9 @@ def _train_figures(m: dict[str, Any], config: Any) -> dict[str, Any]:
     figures["budget"] = config.max_time
     if "sizing" in m:
         figures["sizing"] = m["sizing"]["line"]
+    if "init_from" in m:
+        figures["init_from"] = m["init_from"]["source"]
+        figures["valid_bpb_before"] = m["init_from"].get("valid_bpb_before")
     return figures
 
 
@@ -123,8 +130,9 @@ def _pack_summary(x: dict[str, Any]) -> str:
 def _train_summary(x: dict[str, Any]) -> str:
     model = f"GPT-2 {x['model']} ({x['parameters'] / 1e6:.1f}M), " if "model" in x else ""
     budget = f" in {x['budget']}" if x.get("budget") else ""
+    before = f" ({x['valid_bpb_before']:.3f} before fine-tuning)" if x.get("valid_bpb_before") else ""
     return (f"{model}{x['steps']:,} steps{budget}, {x['tokens_per_s']:,.0f} tokens/s; valid {x['valid_bpb']:.3f} "
-            f"bits per byte, perplexity {x['valid_perplexity']:.1f}")  # fmt: skip
+            f"bits per byte{before}, perplexity {x['valid_perplexity']:.1f}")  # fmt: skip
 
 
 def _eval_summary(x: dict[str, Any]) -> str:
@@ -136,6 +144,8 @@ def _eval_summary(x: dict[str, Any]) -> str:
         parts.append(
             f"lines exact {x['lines']['exact_match']:.1f}%, edit similarity {x['lines']['edit_similarity']:.1f}"
         )
+    if "lines_before" in x:
+        parts.append(f"before fine-tuning {x['lines_before']['exact_match']:.1f}% exact")
     ms = [c["ms"] for c in x.get("completions", [])]
     if ms:
         parts.append(f"{len(ms)} completions, {sum(ms) / len(ms):.0f} ms each")
@@ -188,6 +198,7 @@ def _run_eval(config: dict[str, Any], cfg: Any, f: Folders) -> dict[str, Any]:
     from pycpilot.evaluate.lines import LinesConfig, evaluate_lines
     from pycpilot.generate import Completer
     from pycpilot.manifest import write_json_atomic
+    from pycpilot.pretrained import source_folder
     from pycpilot.run.config import PROMPTS
 
     f.eval.mkdir(parents=True, exist_ok=True)
@@ -208,6 +219,9 @@ def _run_eval(config: dict[str, Any], cfg: Any, f: Folders) -> dict[str, Any]:
 
             shutil.rmtree(f.eval / "lines")
         figures["lines"] = evaluate_lines(lines)
+        if cfg.init_from:  # the same positions with the model as it was before fine-tuning
+            before = dataclasses.replace(lines, model=Path(source_folder(cfg.init_from)[0]), out=None)
+            figures["lines_before"] = evaluate_lines(before)
     completer = Completer(f.model)
     shown = []
     for prompt in PROMPTS:

@@ -33,6 +33,13 @@ class TrainConfig:
         choices=tuple(PRESETS),
         group=_IO,
     )
+    init_from: str | None = setting(
+        None,
+        help="start from this model's weights (fine-tuning): a model folder, a `pycpilot train` --out or "
+        "checkpoint, or hf:NAME[@REVISION]; its architecture and tokenizer (pack with --tokenizer SRC) are used",
+        metavar="SRC",
+        group=_IO,
+    )
     resume: bool = setting(False, help="continue from the newest checkpoint", group=_IO)
     overwrite: bool = setting(False, help="start over in an existing --out", group=_IO)
     quiet: bool = setting(False, help="no progress bar or summary", alias="-q", group=_IO)
@@ -165,7 +172,7 @@ class TrainConfig:
 
     def auto_size(self) -> bool:
         """A time budget and nothing that fixes the model: the model is sized to the budget (train/sizing.py)."""
-        fixed = (self.preset, self.n_layer, self.n_head, self.n_embd, self.max_steps, self.epochs)
+        fixed = (self.preset, self.n_layer, self.n_head, self.n_embd, self.max_steps, self.epochs, self.init_from)
         return self.max_time is not None and all(v is None for v in fixed)
 
     def resolved(self, name: str) -> Any:

@@ -89,6 +89,8 @@ def fit(run: Run) -> TrainResult:
         write_manifest(run, status="running", extra={})
     metrics = MetricsLog(run.out, enabled=rt.main, resume_step=state.step if run.resumed else None)
     _say_what_runs(run)
+    if run.init is not None:
+        _before_fine_tuning(run, metrics)
     bar = tqdm(total=run.total_steps, initial=state.step, desc="train", unit="step", file=sys.stderr,
                disable=cfg.quiet or not rt.main, dynamic_ncols=True)  # fmt: skip
     now = time.perf_counter()
@@ -115,6 +117,19 @@ def fit(run: Run) -> TrainResult:
     if interrupted:
         _interrupted(run, metrics, seconds)
     return finish(run, metrics, progress, seconds)
+
+
+def _before_fine_tuning(run: Run, metrics: MetricsLog) -> None:
+    """--init-from: the source model's valid figure (step 0, outside the time budget, over the blocks the final
+    evaluation reads), so the run shows what the fine-tuning bought; a resumed run finds it in its metrics."""
+    assert run.init is not None
+    blocks = run.cfg.eval_blocks  # what the final evaluation reads too (default: the whole split)
+    loss = metrics.eval_at(0, len(eval_indices(len(run.valid_ds), blocks))) if run.resumed else None
+    if run.rt.any_true(run.rt.main and loss is None):  # only rank 0 reads metrics: it decides for all
+        loss = log_eval(run.lossy, run.valid_ds, run.batch, blocks, run.rt, metrics, 0, run.tokens_per_byte)
+    loss = math.nan if loss is None else loss
+    run.init["valid_bpb_before"] = loss / math.log(2) * run.tokens_per_byte
+    run.log(f"train: before fine-tuning: valid {run.init['valid_bpb_before']:.3f} bits per byte")
 
 
 def step(run: Run, elapsed: float) -> tuple[float, float]:
@@ -242,6 +257,7 @@ def finish(run: Run, metrics: MetricsLog, progress: _Progress, seconds: float) -
         "valid_perplexity": math.exp(min(valid_loss, 50)),
         "valid_bpb": valid_loss / math.log(2) * run.tokens_per_byte,
     }
+    before = run.init.get("valid_bpb_before") if run.init else None
     weights = sharding.full_model_state(run.lossy, run.fsdp)  # a collective: every rank takes part
     manifest: dict[str, Any] = {}
     if rt.main:
@@ -254,8 +270,9 @@ def finish(run: Run, metrics: MetricsLog, progress: _Progress, seconds: float) -
     run.log(
         f"train: {state.step} steps, {state.tokens:,} tokens in {summary['train_seconds']:.0f} s "
         f"({summary['tokens_per_s']:,.0f} tok/s); valid loss {valid_loss:.4f}, perplexity "
-        f"{summary['valid_perplexity']:.2f}, {summary['valid_bpb']:.3f} bits per byte -> {out} (loss curve: "
-        f"{out / 'loss.png'})"
+        f"{summary['valid_perplexity']:.2f}, {summary['valid_bpb']:.3f} bits per byte"
+        + (f" ({before:.3f} before fine-tuning)" if before is not None else "")
+        + f" -> {out} (loss curve: {out / 'loss.png'})"
     )
     return TrainResult(out=out, manifest=manifest)
 

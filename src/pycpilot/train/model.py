@@ -68,9 +68,15 @@ def attention_saved_gib(config: Any, batch: int, block: int) -> float:
 
 
 def build_model(
-    config: Any, grad_checkpointing: bool, recompute_attention: bool = False, zero_init: bool = False
+    config: Any,
+    grad_checkpointing: bool,
+    recompute_attention: bool = False,
+    zero_init: bool = False,
+    start: Any = None,
 ) -> Any:
-    """`zero_init`: every block starts as the identity (its attention and MLP output projections at zero), so
+    """A fresh GPT2LMHeadModel of `config`, or `start` (a loaded model, for --init-from) made ready to train.
+
+    `zero_init`: every block starts as the identity (its attention and MLP output projections at zero), so
     early updates are not fighting random residual writes; the projections' gradients are not zero, so they
     leave zero at the first step."""
     import torch
@@ -80,8 +86,13 @@ def build_model(
     if recompute_attention:
         AttentionInterface.register(RECOMPUTED_SDPA, _recomputed_sdpa)
         attention = RECOMPUTED_SDPA
-    model = GPT2LMHeadModel._from_config(config, attn_implementation=attention)
-    if zero_init:
+    if start is not None:
+        model = start
+        model.set_attn_implementation(attention)
+        model.train()
+    else:
+        model = GPT2LMHeadModel._from_config(config, attn_implementation=attention)
+    if zero_init and start is None:
         with torch.no_grad():
             for block in model.transformer.h:
                 block.attn.c_proj.weight.zero_()

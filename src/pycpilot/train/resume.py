@@ -106,6 +106,7 @@ def run_key(cfg: TrainConfig, order: BatchOrder, pack: PackInfo, block: int) -> 
         "block": block,
         "train_blocks": pack.splits["train"].blocks,
         "data_sha256": pack.data_sha256,
+        "init_from": cfg.init_from,
     }
 
 
@@ -113,7 +114,8 @@ def check_same_run(saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
     if not saved:  # a checkpoint from before this check was recorded
         return
     names = {"global_batch": "global batch (processes x --batch-size x --grad-accum)", "seed": "--seed",
-             "block": "block length", "train_blocks": "train blocks", "data_sha256": "packed data"}  # fmt: skip
+             "block": "block length", "train_blocks": "train blocks", "data_sha256": "packed data",
+             "init_from": "--init-from"}  # fmt: skip
     diff = [f"{names.get(k, k)} {saved.get(k)} -> {v}" for k, v in now.items() if k in saved and saved[k] != v]
     if diff:
         raise PycpilotError(

@@ -105,6 +105,7 @@ def write_manifest(run: Run, status: str, extra: dict, files: dict | None = None
             "result": extra,
         }
         | ({"sizing": run.sizing} if run.sizing else {})
+        | ({"init_from": run.init} if run.init else {})
         | ({"files": files} if files else {})
     )
     write_json_atomic(run.out / MANIFEST, manifest)

@@ -21,6 +21,7 @@ from pycpilot.tokenizer.load import load_tokenizer, tokenizer_hash
 from pycpilot.train import sharding
 from pycpilot.train.budget import size_to_budget
 from pycpilot.train.config import TrainConfig
+from pycpilot.train.init_from import check_tokenizers, fine_tuning_config, grow_vocabulary, load_source
 from pycpilot.train.loss import FusedLossLM, default_chunk
 from pycpilot.train.model import attention_saved_gib, available_memory_gib, build_model, estimate_memory, gpt2_config
 from pycpilot.train.optim import OptimizerSet, make_optimizer
@@ -61,6 +62,7 @@ class Run:
     tokens_per_step: int
     tokens_per_byte: float  # of the valid split: loss in nats per token -> bits per byte
     estimate_gib: float
+    init: dict[str, Any] | None = None  # --init-from: what the run started from (source, rows added)
 
     @property
     def batch(self) -> int:
@@ -85,13 +87,21 @@ def setup(cfg: TrainConfig, rt: Runtime) -> Run:
     rt.malloc_tuned = keep_freed_memory()
     block = pack.context_length
     log = (lambda *a: None) if (cfg.quiet or not rt.main) else (lambda *a: print(*a, flush=True))
-    sizing = None
+    sizing, source, init = None, None, None
+    if cfg.init_from:
+        source = load_source(cfg.init_from)
+        check_tokenizers(source.tokenizer, tokenizer, cfg.init_from, cfg.packed)
+        cfg = fine_tuning_config(cfg, source.model.config, block)
+        added = grow_vocabulary(source.model, len(tokenizer))
+        init = {"source": str(cfg.init_from), "folder": str(source.path), "added_rows": added}
+        grown = f", {added} token rows added for the pack's new tokens" if added else ""
+        log(f"train: starting from {source.note}{grown}")
     if cfg.auto_size():
         cfg, sizing = size_to_budget(cfg, out, tokenizer, block, rt, pack.splits["train"].tokens)
         log(f"train: sized for {cfg.max_time}: {sizing['line']}")
         if sizing.get("data_note"):
             log(f"train: note: {sizing['data_note']}")
-    model_config = gpt2_config(cfg, tokenizer, block)
+    model_config = source.model.config if source else gpt2_config(cfg, tokenizer, block)
     tokenizer.model_max_length = model_config.n_positions  # the saved model's tokenizer tells its context
     batch = cfg.resolved("batch_size")
     order = BatchOrder(len(train_ds), batch, cfg.grad_accum, rt.world, rt.rank, cfg.seed)
@@ -117,11 +127,15 @@ def setup(cfg: TrainConfig, rt: Runtime) -> Run:
     resume_from = prepare_out(cfg, out, rt)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(model_config, cfg.grad_checkpointing, recompute, cfg.resolved("zero_init")).to(rt.device)
+    model = build_model(
+        model_config, cfg.grad_checkpointing, recompute, cfg.resolved("zero_init"), source.model if source else None
+    ).to(rt.device)
     model_config = model.config  # the model's own copy, which knows its attention
     params = sum(p.numel() for p in model.parameters())  # before FSDP shards them
     rt.sharding = "fsdp" if fsdp else ("ddp" if rt.world > 1 else "none")
     saved = resume_weights(resume_from, model, model_config, log) if resume_from else None  # before sharding
+    if saved is not None and source is not None:
+        log(f"train: --resume: the weights come from the checkpoint; {cfg.init_from} gave the architecture only")
     key = run_key(cfg, order, pack, block)
     if saved is not None:
         check_same_run(saved.get("run"), key)
@@ -152,7 +166,7 @@ def setup(cfg: TrainConfig, rt: Runtime) -> Run:
         optimizer=optimizer, scaler=scaler, run_key=key,
         state=State() if saved is None else resume_state(saved, lossy, optimizer, scaler), resumed=saved is not None,
         budget=budget, total_steps=total_steps, tokens_per_step=order.global_batch * block,
-        tokens_per_byte=pack.tokens_per_byte("valid"), estimate_gib=estimate_gib,
+        tokens_per_byte=pack.tokens_per_byte("valid"), estimate_gib=estimate_gib, init=init,
     )  # fmt: skip
 
 
