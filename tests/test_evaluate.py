@@ -141,6 +141,18 @@ def test_line_completion_positions_are_seeded_and_scored(tiny_run: Path, tmp_pat
     assert s["exact_match"] == pytest.approx(100 * sum(r["exact"] for r in rows) / 12)
     assert all("\n" not in r["completion"] and 0 <= r["edit_similarity"] <= 100 for r in rows)
     assert s["parses"] is not None and 0 <= s["parses"] <= 100
+    # completed as `complete` and `serve` complete (token healing on), unless --no-heal
+    from pycpilot.generate import Completer
+
+    completer = Completer(tiny_run)
+    texts_by_name = dict(texts)
+    for heal, out in ((True, tmp_path / "o"), (False, tmp_path / "plain")):
+        if not heal:
+            evaluate_lines(LinesConfig(model=tiny_run, data=folder, samples=12, quiet=True, out=out, heal=False))
+        for row in json.loads((out / "lines.json").read_text())["rows"][:4]:
+            prompt = texts_by_name[row["file"]][: row["cursor"]]
+            want = completer.complete(prompt, max_new_tokens=48, scope="line", bos=True, heal=heal)
+            assert row["completion"] == want.completions[0].text
 
 
 def test_eval_cli_errors_are_one_line(tiny_run: Path, tmp_path: Path) -> None:

@@ -364,12 +364,24 @@ def test_cutting_in_steps_keeps_the_start_but_never_the_tokens_before_the_cursor
     assert kept[at - 3 : at] == completer.tokens(prefix)[-3:]
 
 
-def test_token_healing_gives_back_a_trailing_whitespace_token(tiny_run: Path, completer: Completer) -> None:
+def test_token_healing_gives_back_the_last_token(tiny_run: Path, completer: Completer) -> None:
     prompt = PROMPTS[0]  # ends with a newline
     ids = completer.encode(prompt, None)
     healed_ids, _, _, healed = completer.prepare(prompt, None, 20, bos=False, heal=True)
     assert healed_ids == ids[:-1] and healed == completer.text.table[ids[-1]] and not healed.strip()
-    assert completer.prepare("def mean", None, 20, bos=False, heal=True)[3] == b""  # nothing to heal
+    half = "def mean(values):\n    total = 0\n    for val"  # a word typed half-way
+    word_ids = completer.encode(half, None)
+    ids_back, _, _, word = completer.prepare(half, None, 20, bos=False, heal=True)
+    assert ids_back == word_ids[:-1] and word == completer.text.table[word_ids[-1]] and half.endswith(word.decode())
+    cut = completer.complete(half, max_new_tokens=6, scope="line", heal=True).completions[0]
+    assert completer.text.table[cut.ids[0]].startswith(word) and cut.text == completer.text.decode(cut.ids)[len(word) :]
+    for text in ("s = 'é", "s = '日本"):  # a token that ends inside a character stays (counted in characters)
+        last = completer.text.table[completer.encode(text, None)[-1]]
+        try:
+            whole = last.decode("utf-8")
+        except UnicodeDecodeError:
+            whole = None
+        assert completer.prepare(text, None, 20, bos=False, heal=True)[3] == (last if whole is not None else b"")
     assert completer.prepare(prompt, "\n    return x\n", 20, bos=False, heal=True)[3] == b""  # FIM: as trained
     got = completer.complete(prompt, max_new_tokens=20, scope="file", heal=True).completions[0]
     first = completer.text.table[got.ids[0]]

@@ -21,7 +21,7 @@ from pycpilot.errors import PycpilotError
 HUB = "hf:"
 # What a causal LM and its tokenizer need; the hub's other files (other frameworks' weights, READMEs) are not
 # fetched.
-HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt", "vocab.json"]
+HUB_FILES = ["*.json", "*.txt", "*.model"]  # configuration and tokenizer files; the weights are chosen below
 REACH_S = 3.0  # how long the hub may take to accept a connection before we call this machine offline
 
 
@@ -66,7 +66,7 @@ def hub_folder(src: str, option: str = "--init-from") -> Path:
     name, revision = _hub_name(src, option)
     disable_progress_bars()
     try:
-        return Path(snapshot_download(name, revision=revision, local_files_only=True, allow_patterns=HUB_FILES))
+        return Path(snapshot_download(name, revision=revision, local_files_only=True))
     except Exception:  # not cached (or only in part): the hub is asked below
         pass
     finally:
@@ -77,7 +77,13 @@ def hub_folder(src: str, option: str = "--init-from") -> Path:
             f"download it on a machine with a network (`hf download {name}`) and pass its folder: {option} DIR"
         )
     try:
-        return Path(snapshot_download(name, revision=revision, allow_patterns=HUB_FILES, etag_timeout=REACH_S))
+        from huggingface_hub import HfApi
+
+        files = HfApi().list_repo_files(name, revision=revision)
+        # safetensors where the repository has them, else PyTorch's pickles (older repositories, codeparrot's)
+        weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["pytorch_model*.bin"]
+        patterns = [*HUB_FILES, *weights]
+        return Path(snapshot_download(name, revision=revision, allow_patterns=patterns, etag_timeout=REACH_S))
     except Exception as exc:  # unknown repository, gated model, revision not found, network trouble
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise PycpilotError(f"{option} {src}: cannot download it: {reason}") from None

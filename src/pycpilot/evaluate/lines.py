@@ -35,6 +35,9 @@ class LinesConfig(HeldOut):
     samples: int = setting(200, help="positions to complete", low=1)
     max_new_tokens: int = sampling_setting("max_new_tokens", 48, help="at most this many new tokens per line")
     seed: int = setting(42, help="seed of the positions", low=0, high=2**32 - 1)
+    heal: bool = setting(
+        True, help="complete without token healing (by default as `complete` and `serve` do)", negative=True
+    )
     out: Path | None = setting(None, help="also write lines.jsonl, the figures (JSON) and a manifest here")
     quiet: bool = setting(False, help="no progress bar or summary line", alias="-q")
 
@@ -99,7 +102,7 @@ def evaluate_lines(cfg: LinesConfig) -> dict[str, Any]:
         target = pos.text[pos.cursor : pos.line_end]
         # The prompt's tail only: Completer cuts long prompts at the token level anyway; this bounds the encoding.
         prompt = pos.text[max(0, pos.cursor - 8 * completer.context) : pos.cursor]
-        got = completer.complete(prompt, params, bos=pos.cursor <= len(prompt))
+        got = completer.complete(prompt, params, bos=pos.cursor <= len(prompt), heal=cfg.heal)
         text = got.completions[0].text
         original_parses = parses(pos.text)
         rows.append(

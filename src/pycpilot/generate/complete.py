@@ -25,6 +25,7 @@ from pycpilot.generate.sampling import SamplingParams
 from pycpilot.generate.text import Stopper, TokenText, safe_stream_length
 from pycpilot.tokenizer.specials import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
+MASKS_KEPT = 256  # first-token masks of healed tokens kept (one bool per vocabulary entry each)
 MAX_PROMPT_BYTES = 16 * 2**20  # a prompt file or stdin; only its last context's worth of tokens is used anyway
 
 
@@ -138,7 +139,7 @@ class Completer:
         self, prompt: str, suffix: str | None, max_new_tokens: int, bos: bool, heal: bool = False, cut_step: int = 1
     ) -> tuple[list[int], int, int, bytes]:
         """(prompt ids fitted to the context, how many tokens were cut, max new tokens that still fit, the
-        healed bytes: with `heal`, a prompt ending in whitespace gives its last token back, see `_heal`)."""
+        healed bytes: with `heal`, the prompt's last token is given back, see `_heal`)."""
         max_new_tokens = min(max_new_tokens, self.context - 1)
         room = max(self.context - max_new_tokens, self.context // 2, 1)
         ids, cut = self._fit(prompt, suffix, bos, room, cut_step)
@@ -149,31 +150,39 @@ class Completer:
         return ids, cut, min(max_new_tokens, self.context - len(ids)), healed
 
     def _heal(self, ids: list[int], fim: bool) -> tuple[list[int], bytes]:
-        """Token healing for a prompt that ends in whitespace (the cursor after Enter, or after an indent).
+        """Token healing: the prompt's last token is given back and the first new token must start with its
+        bytes (those bytes are then not part of the completion).
 
-        Training text spells a newline together with the next line's indentation ("\n    ") and a space
-        together with the next word (" return"): a prompt cut right after them ends in a token the model
-        rarely saw there, and it tends to end the block at once. So the last token is taken back and the first
-        new token must start with its bytes; those bytes are then not part of the completion."""
+        A cursor rarely sits where training text had a token boundary: training spells a newline together
+        with the next line's indentation ("\n    "), a space with the next word (" return"), and a word
+        typed half-way ("sel" of "self") ends in a token the model rarely saw there. Conditioned on such a
+        token it tends to end the block at once or to go astray; allowed to choose the token that spans the
+        cursor, it continues as it would have. Special tokens and tokens that end inside a UTF-8 character
+        stay (the completion is counted in characters)."""
         table = self.text.table
         if fim or table is None or len(ids) < 2 or ids[-1] >= len(table) or ids[-1] in self.text.special:
             return ids, b""  # with a suffix the prompt is framed as in training: left alone
         last = table[ids[-1]]
-        if not last or last.strip(b" \t\n"):  # only a whitespace token is given back
+        try:
+            last.decode("utf-8")
+        except UnicodeDecodeError:
             return ids, b""
-        return ids[:-1], last
+        return (ids[:-1], last) if last else (ids, b"")
 
     def first_mask(self, healed: bytes) -> torch.Tensor | None:
         """Which tokens may come first after healing `healed` bytes: those that start with them."""
         if not healed:
             return None
-        if healed not in self._masks:
+        mask = self._masks.pop(healed, None)
+        if mask is None:
             table = self.text.table or []
             allowed = [i for i, b in enumerate(table) if b.startswith(healed) and i not in self.text.special]
             mask = torch.zeros(self.model.config.vocab_size, dtype=torch.bool)
             mask[allowed] = True
-            self._masks[healed] = mask
-        return self._masks[healed]
+            if len(self._masks) >= MASKS_KEPT:
+                self._masks.pop(next(iter(self._masks)))  # the least recently used
+        self._masks[healed] = mask
+        return mask
 
     def complete(
         self,
@@ -202,7 +211,7 @@ class Completer:
         start = time.perf_counter()
         ids, cut, max_new, healed = self.prepare(prompt, suffix, params.max_new_tokens, bos, heal)
         params = replace(params, max_new_tokens=max_new)
-        stoppers = [Stopper(prompt, params.stop, params.scope, len(healed)) for _ in range(params.n)]
+        stoppers = [Stopper(prompt, params.stop, params.scope, len(healed.decode())) for _ in range(params.n)]
         outs = self.complete_ids(
             ids, params, stoppers, healed=healed, on_text=on_text, deadline=deadline, cancelled=cancelled
         )

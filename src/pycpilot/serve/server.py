@@ -56,7 +56,7 @@ class Server:
             s.prompt, s.suffix, s.params.max_new_tokens, False, s.heal, self.cut_step
         )
         params = replace(s.params, max_new_tokens=max_new)
-        stoppers = [Stopper(s.prompt, params.stop, params.scope, len(healed)) for _ in range(params.n)]
+        stoppers = [Stopper(s.prompt, params.stop, params.scope, len(healed.decode())) for _ in range(params.n)]
         deadline = time.monotonic() + s.time_limit_ms / 1000 if s.time_limit_ms else None
         return Job(ids, params, stoppers, emit, s.stream, deadline, healed=healed), cut
 
