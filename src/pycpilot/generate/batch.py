@@ -119,6 +119,7 @@ class DecodeBatch:
             self.free.remove(slot)
         return taken
 
+    @torch.inference_mode()
     def _prefill(self, job: Job) -> None:
         """The prompt once into the first slot, copied to the job's other slots; the first logits."""
         first, length = job.slots[0], len(job.ids)
@@ -141,6 +142,7 @@ class DecodeBatch:
         job.rows = [[] for _ in range(job.params.n)]
         job.shown = [0] * job.params.n
 
+    @torch.inference_mode()
     def advance(self) -> tuple[list[Job], list[tuple[Job, Exception]]]:
         """Sample every active row's next token, finish what ended, then one step for the rest. Returns the
         jobs that finished (every row done) and those that failed, both out of the batch and their slots free."""
@@ -179,12 +181,29 @@ class DecodeBatch:
             slots = [job.slots[r] for job, r in step_rows]
             if self.native is not None:
                 logits = self.native.run_rows(ids, pos, slots)
+            elif len(slots) == len(self.cached) and len(set(pos)) == 1:
+                # Every slot at one position (`complete`'s rows): torch's batched step, ~1.4x the per-row one.
+                by_slot = [0] * len(slots)
+                for slot, token in zip(slots, ids, strict=True):
+                    by_slot[slot] = token
+                out = self.fast.step(torch.tensor(by_slot)[:, None], pos[0], self.cache)
+                logits = out if slots == sorted(slots) else out[torch.tensor(slots)]
             else:
                 logits = self.fast.step_rows(ids, pos, slots, self.cache)
             self.stats["steps"] += 1
-            for k, (job, r) in enumerate(step_rows):
-                assert job.logits is not None
-                job.logits[r] = logits[k]
+            k = 0
+            while k < len(step_rows):  # each job's rows stand together, in row order
+                job = step_rows[k][0]
+                end = k + 1
+                while end < len(step_rows) and step_rows[end][0] is job:
+                    end += 1
+                if end - k == job.params.n:  # every row still going: the step's output rows themselves
+                    job.logits = logits[k:end]
+                else:
+                    assert job.logits is not None
+                    for i in range(k, end):
+                        job.logits[step_rows[i][1]] = logits[i]
+                k = end
         return finished, failed
 
     def leave(self, job: Job) -> None:

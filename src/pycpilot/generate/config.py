@@ -56,8 +56,8 @@ class CompleteConfig:
     device: str = device_setting()
     heal: bool = setting(
         True,
-        help="keep a prompt's trailing whitespace token (by default it is given back and the first new token must "
-        "start with it: token healing)",
+        help="keep the prompt's last token (by default it is given back and the first new token must start with "
+        "its text: token healing)",
         negative=True,
     )
     stream: bool = setting(True, help="print at the end, not as it comes", negative=True)

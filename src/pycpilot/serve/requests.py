@@ -47,7 +47,7 @@ class PromptRequest:
     echo: bool = False
     stream: bool = False
     time_limit_ms: float | None = None  # t_max_predict_ms
-    heal: bool = True  # token healing of a prompt ending in whitespace (our extension)
+    heal: bool = True  # token healing of the prompt's last token (our extension)
 
 
 def _number(body: dict[str, Any], name: str, default: float, low: float, high: float, integer: bool = False) -> Any:
