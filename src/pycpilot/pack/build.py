@@ -6,6 +6,7 @@ stdlib's tokens at 1,024), files are concatenated first, so only the last partia
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import time
@@ -155,6 +156,9 @@ def pack_dataset(cfg: PackConfig) -> PackResult:
     tok_dir = tokenizer_folder(cfg.tokenizer)  # a tokenizer folder, or a model's (local, a training run, hf:)
     hf = load_tokenizer(tok_dir)
     ctx = cfg.resolved_context_length()
+    positions = _model_positions(tok_dir)
+    if positions and cfg.context_length is None and cfg.preset is None and ctx > positions:
+        ctx = positions  # a model's tokenizer (--init-from): blocks no longer than the model reads
     limit = getattr(hf, "model_max_length", None)
     if isinstance(limit, int) and ctx > limit:
         raise PycpilotError(
@@ -225,6 +229,15 @@ def pack_dataset(cfg: PackConfig) -> PackResult:
                 f"{out / TOKENIZER}); training from its model adds their rows (--fim-rate 0 packs without them)"
             )
     return PackResult(out=out, manifest=manifest)
+
+
+def _model_positions(folder: Path) -> int | None:
+    """The positions of the model whose folder holds this tokenizer, if it is one."""
+    try:
+        positions = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("n_positions")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return positions if isinstance(positions, int) and positions > 1 else None
 
 
 def _split_bytes(ds: Any) -> int:

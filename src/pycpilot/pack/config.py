@@ -28,7 +28,11 @@ class PackConfig:
     )
     out: Path = setting(help="output folder ({split}.bin + manifest.json)")
     context_length: int | None = setting(
-        None, help=f"tokens per block (default: the preset's, else {SEED_CONTEXT_LENGTH})", low=2, high=1 << 20
+        None,
+        help=f"tokens per block (default: the preset's, else {SEED_CONTEXT_LENGTH}; with a model's tokenizer, at most "
+        "the model's positions)",
+        low=2,
+        high=1 << 20,
     )
     preset: str | None = setting(None, help="take the context length from a preset", choices=tuple(PRESETS))
     fim_rate: float = setting(
