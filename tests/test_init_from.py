@@ -124,8 +124,10 @@ def test_fim_tokens_missing_from_the_source_are_added_as_new_rows(new_data: Path
     src = _source_without_fim(new_data, tmp_path / "src")
     rows = load_model(src).model.get_input_embeddings().weight.detach().clone()
 
-    plain = _pack(new_data, src, tmp_path / "plain", fim_rate=0)  # --fim-rate 0: nothing is added
-    assert json.loads((plain / "manifest.json").read_text())["tokenizer"]["added_tokens"] == []
+    plain = tmp_path / "plain"  # --fim-rate 0: nothing is added; no --context-length: the model's 128 positions
+    pack_dataset(PackConfig(data=new_data, tokenizer=src, out=plain, fim_rate=0, quiet=True))
+    plain_manifest = json.loads((plain / "manifest.json").read_text())
+    assert plain_manifest["tokenizer"]["added_tokens"] == [] and plain_manifest["context_length"] == 128
 
     packed = _pack(new_data, src, tmp_path / "packed", fim_rate=0.5)
     manifest = json.loads((packed / "manifest.json").read_text())
