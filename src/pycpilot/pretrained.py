@@ -119,6 +119,8 @@ def check_supported(config: Any, src: str | Path, option: str = "--init-from") -
 
 def tokenizer_folder(src: str | Path, option: str = "--tokenizer") -> Path:
     """The folder of SRC's tokenizer: a tokenizer folder as it is, else SRC's model folder (hub or local)."""
-    if not is_hub(str(src)) and (not Path(src).is_dir() or (Path(src) / "tokenizer_config.json").is_file()):
-        return Path(src)  # a tokenizer folder, or nothing (load_tokenizer says so in its words)
+    path = Path(src)
+    own = any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    if not is_hub(str(src)) and (not path.is_dir() or own):
+        return path  # a tokenizer folder (whole or not), or nothing: load_tokenizer says so in its words
     return source_folder(src, option)[0]
