@@ -50,6 +50,15 @@ def write(path: Path, text: str | bytes) -> Path:
     return path
 
 
+def write_repos(root: Path, make, repos: int = 4, files: int = 6, stem: str = "m") -> Path:
+    """`repos` git repositories of `files` files each under `root`, file f of repository r being make(r, f)."""
+    for r in range(repos):
+        (root / f"repo{r}" / ".git").mkdir(parents=True)
+        for f in range(files):
+            write(root / f"repo{r}" / f"{stem}{f}.py", make(r, f))
+    return root
+
+
 @pytest.fixture
 def cfg_for(tmp_path: Path):
     """DataConfig with quiet output and one process (fast); tests override what they exercise."""

@@ -22,7 +22,7 @@ from pycpilot.tokenizer.specials import CODE_SPECIALS
 from pycpilot.tokenizer.train import _save, _train_ours
 from pycpilot.train import TrainConfig, train
 
-from conftest import write
+from conftest import write, write_repos
 
 SMALL = dict(batch_size=4, eval_every=1000, quiet=True, precision="fp32")
 
@@ -41,11 +41,7 @@ def other_code(name: str, extra: int) -> str:
 
 @pytest.fixture(scope="module")
 def new_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("newcorpus")
-    for r in range(4):
-        (root / f"repo{r}" / ".git").mkdir(parents=True)
-        for f in range(5):
-            write(root / f"repo{r}" / f"p{f}.py", other_code(f"n{r}x{f}", f))
+    root = write_repos(tmp_path_factory.mktemp("newcorpus"), lambda r, f: other_code(f"n{r}x{f}", f), files=5)
     data = root.parent / "newdata"
     build_dataset(DataConfig(out=data, sources=[str(root)], num_proc=1, quiet=True, valid_fraction=0.25))
     return data
@@ -233,11 +229,7 @@ def test_resume_takes_the_checkpoint_not_the_source_again(tiny_run: Path, new_da
 def test_run_with_init_from_skips_the_tokenizer_and_shows_before_and_after(tiny_run: Path, tmp_path: Path) -> None:
     from pycpilot.run import RunConfig, run
 
-    corpus = tmp_path / "corpus"
-    for r in range(4):
-        (corpus / f"repo{r}" / ".git").mkdir(parents=True)
-        for f in range(5):
-            write(corpus / f"repo{r}" / f"p{f}.py", other_code(f"q{r}x{f}", f))
+    corpus = write_repos(tmp_path / "corpus", lambda r, f: other_code(f"q{r}x{f}", f), files=5)
     settings = {
         "data": {"valid_fraction": 0.25, "num_proc": 1},
         "pack": {"context_length": 64},
