@@ -393,6 +393,17 @@ def test_token_healing_gives_back_the_last_token(tiny_run: Path, completer: Comp
     assert torch_engine.completions[0].ids == got.ids
 
 
+def test_the_first_token_mask_holds_exactly_the_tokens_that_start_with_the_healed_bytes(completer: Completer) -> None:
+    table = completer.text.table
+    assert table is not None
+    for healed in (b" sel", b"\n    ", b" ", b"(", b"de", b"\xff\xfe"):
+        mask = completer.first_mask(healed)
+        assert mask is not None
+        want = {i for i, b in enumerate(table) if b.startswith(healed) and i not in completer.text.special}
+        assert set(mask.nonzero().flatten().tolist()) == want, healed
+    assert completer.first_mask(b"") is None
+
+
 def test_cli_heals_by_default_and_no_heal_turns_it_off(tiny_run: Path, completer: Completer) -> None:
     exe = str(Path(sys.executable).with_name("pycpilot"))
     base = [exe, "complete", "--model", str(tiny_run), "--max-new-tokens", "12", "--scope", "file", "--no-stream"]

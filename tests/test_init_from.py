@@ -252,3 +252,20 @@ def test_run_with_init_from_skips_the_tokenizer_and_shows_before_and_after(tiny_
     said.clear()
     run(cfg, say=said.append)  # again: nothing to do
     assert sum("unchanged, skipped" in line for line in said) == 4
+
+
+def test_a_bad_source_stops_a_run_before_any_stage_and_a_pack_names_its_option(
+    new_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from pycpilot.run import RunConfig, run
+
+    out = tmp_path / "run"
+    for src, words in [(tmp_path / "missing", "does not exist"), ("hf:a/b/c", "write hub models as hf:OWNER/NAME")]:
+        with pytest.raises(PycpilotError, match=words) as caught:
+            run(RunConfig(out=out, sources=[str(tmp_path)], init_from=str(src), quiet=True))
+        assert str(caught.value).startswith(f"--init-from {src}") and not out.exists()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline, whatever the machine's network
+    with pytest.raises(PycpilotError) as caught:
+        _pack(new_data, "hf:nobody/no-model", tmp_path / "packed")
+    assert str(caught.value).startswith("--tokenizer hf:nobody/no-model: not in the local Hugging Face cache")
+    assert "\n" not in str(caught.value) and not (tmp_path / "packed").exists()

@@ -3,8 +3,9 @@
 SRC is a model folder (`save_pretrained` layout), a `pycpilot train --out` (its final model, or its newest
 whole checkpoint while it trains), one of its checkpoints, or `hf:NAME[@REVISION]` from the Hugging Face hub
 (the usual transformers cache; offline, a name not in the cache fails in one line without waiting for the
-hub's retries). Guarantee: what `source_folder` returns holds weights and a tokenizer of a GPT-2 family model
-that our decode loop, `serve` and the training loop all run; anything else is a one-line error naming SRC.
+hub's retries). Guarantee: `source_folder` returns a local folder with a model's config and weights, or a
+one-line error naming SRC; `check_supported` refuses what is not a GPT-2 (the family our decode loop, `serve`
+and the training loop run).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from urllib.parse import urlparse
 from pycpilot.errors import PycpilotError
 
 HUB = "hf:"
-# What a causal LM and its tokenizer need; the hub's other files (other frameworks' weights, READMEs) are not
-# fetched.
-HUB_FILES = ["*.json", "*.txt", "*.model"]  # configuration and tokenizer files; the weights are chosen below
+# Configuration and tokenizer files; one kind of weights is added below (other frameworks' weights, READMEs and
+# the like are not fetched).
+HUB_FILES = ["*.json", "*.txt", "*.model"]
 REACH_S = 3.0  # how long the hub may take to accept a connection before we call this machine offline
 
 
@@ -40,7 +41,7 @@ def _hub_reachable(timeout: float = REACH_S) -> bool:
     """A TCP connection to the hub's endpoint within `timeout` (no request is made)."""
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE:
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
     reached: list[bool] = []

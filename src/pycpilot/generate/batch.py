@@ -83,9 +83,6 @@ class DecodeBatch:
         self.active: list[Job] = []
         self.stats = {"steps": 0, "prompt_tokens": 0, "prompt_tokens_cached": 0}
 
-    def fits(self, job: Job) -> bool:
-        return job.params.n <= len(self.free)
-
     def start(self, job: Job) -> None:
         """Give `job` its slots and run its prompt; the job then advances with the others. On an error the
         slots are free again and the job is not in the batch."""

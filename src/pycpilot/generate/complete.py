@@ -6,7 +6,9 @@ GPT-2 models; anything else, or `engine="hf"`, goes through transformers' `gener
 
 from __future__ import annotations
 
+import bisect
 import gc
+import itertools
 import sys
 import time
 from collections.abc import Callable
@@ -92,7 +94,8 @@ class Completer:
         vocab = self.tokenizer.get_vocab()
         self.fim = [vocab.get(t) for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)]
         self.stop_ids = set(self.tokenizer.all_special_ids)
-        self._masks: dict[bytes, torch.Tensor] = {}
+        self._masks: dict[bytes, torch.Tensor] = {}  # least recently used first
+        self._by_bytes: list[tuple[bytes, int]] | None = None
 
     def tokens(self, text: str) -> list[int]:
         """Ids of `text` as data: a special token's spelling in it is plain text, as `pack` encoded training files."""
@@ -175,8 +178,14 @@ class Completer:
             return None
         mask = self._masks.pop(healed, None)
         if mask is None:
-            table = self.text.table or []
-            allowed = [i for i, b in enumerate(table) if b.startswith(healed) and i not in self.text.special]
+            if self._by_bytes is None:  # sorted once: the tokens starting with any bytes are one run of it
+                table = self.text.table or []
+                self._by_bytes = sorted((b, i) for i, b in enumerate(table) if i not in self.text.special)
+            allowed = []
+            for b, i in itertools.islice(self._by_bytes, bisect.bisect_left(self._by_bytes, (healed, -1)), None):
+                if not b.startswith(healed):
+                    break
+                allowed.append(i)
             mask = torch.zeros(self.model.config.vocab_size, dtype=torch.bool)
             mask[allowed] = True
             if len(self._masks) >= MASKS_KEPT:

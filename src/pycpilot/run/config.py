@@ -79,6 +79,10 @@ class RunConfig:
 
     def validate(self) -> None:
         check(self)
+        if self.init_from:  # before the data stage: a missing or unreachable model fails now, not after it
+            from pycpilot.pretrained import source_folder
+
+            source_folder(self.init_from)
 
     @property
     def data_preset(self) -> str:
