@@ -100,7 +100,7 @@ def test_a_vocabulary_the_corpus_cannot_fill_is_reported(data_dir: Path, tmp_pat
 
 
 def test_preset_picks_a_smaller_vocabulary() -> None:
-    assert TokenizerConfig(data=Path("."), out=Path("."), preset="tiny").resolved_vocab_size() == 8192
+    assert TokenizerConfig(data=Path("."), out=Path("."), preset="tiny").resolved_vocab_size() == 4096
     assert TokenizerConfig(data=Path("."), out=Path(".")).resolved_vocab_size() == 52_000
 
 

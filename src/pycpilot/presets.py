@@ -54,7 +54,7 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset(
             "tiny",
-            8192,
+            4096,  # 8,192 until 2026-12-05: 4,096 ended 0.02 bits per byte lower at 6 minutes, twice (benchmarks.md)
             256,
             n_layer=4,
             n_head=4,
