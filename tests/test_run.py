@@ -277,3 +277,21 @@ def test_a_budget_alone_sizes_the_model_and_the_report_says_how(corpus: Path, tm
     assert model["config"]["preset"] is None and model["sizing"]["measured"]
     page = (out / "report.html").read_text()
     assert "Sized to the budget" in page and ">3s</td>" in page
+
+
+def test_a_changed_preset_redoes_the_stages_that_took_it(monkeypatch) -> None:
+    """A release that changes a preset's values (tiny's vocabulary did) must not keep the old tokenizer."""
+    import dataclasses
+
+    from pycpilot import presets
+    from pycpilot.run.fingerprint import fingerprint, settings_of, why
+    from pycpilot.tokenizer import TokenizerConfig
+
+    cfg = TokenizerConfig(data=Path("d"), out=Path("t"), preset="tiny")
+    before = settings_of(cfg)
+    record = {"settings": before, "inputs": ["stage data x"]}
+    monkeypatch.setitem(presets.PRESETS, "tiny", dataclasses.replace(presets.PRESETS["tiny"], vocab_size=1234))
+    after = settings_of(cfg)
+    assert fingerprint("tokenizer", before, ["stage data x"]) != fingerprint("tokenizer", after, ["stage data x"])
+    assert why(record, after, ["stage data x"]) == "the tiny preset's values changed"
+    assert settings_of(TokenizerConfig(data=Path("d"), out=Path("t"), preset="tiny")) == after

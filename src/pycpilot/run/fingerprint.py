@@ -6,6 +6,7 @@ and `why` says which setting, input or earlier stage changed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -56,7 +57,13 @@ def source_signature(sources: list[str]) -> list[str]:
 def settings_of(config: Any) -> dict[str, Any]:
     """A stage config's settings as JSON-able values, without those that do not change its output."""
     values = config if isinstance(config, dict) else vars(config)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items() if k not in NOT_OUTPUT}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items() if k not in NOT_OUTPUT}
+    if "preset" in settings:  # a preset's values can change between releases (tiny's vocabulary did): they count
+        from pycpilot.presets import PRESETS
+
+        preset = PRESETS.get(settings["preset"] or "tiny")  # no preset: the stage takes tiny's defaults
+        settings["preset_values"] = dataclasses.asdict(preset) if preset else None
+    return settings
 
 
 def fingerprint(stage: str, settings: dict[str, Any], inputs: list[str]) -> str:
@@ -71,6 +78,8 @@ def why(before: dict[str, Any] | None, settings: dict[str, Any], inputs: list[st
         return "not run yet"
     old = before.get("settings", {})
     for key in sorted(set(old) | set(settings)):
+        if key == "preset_values" and old.get(key) != settings.get(key):
+            return f"the {settings.get('preset') or 'tiny'} preset's values changed"
         if old.get(key) != settings.get(key):
             return f"{key} changed ({short(old.get(key))} -> {short(settings.get(key))})"
     if before.get("inputs") != inputs:
