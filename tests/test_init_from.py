@@ -17,6 +17,7 @@ import torch
 from pycpilot.data import DataConfig, build_dataset
 from pycpilot.errors import PycpilotError
 from pycpilot.pack import PackConfig, PackedDataset, pack_dataset
+from pycpilot.presets import fine_tuning_lr
 from pycpilot.tokenizer import TokenizerConfig, load_tokenizer
 from pycpilot.tokenizer.specials import CODE_SPECIALS
 from pycpilot.tokenizer.train import _save, _train_ours
@@ -74,7 +75,8 @@ def test_initialising_from_a_folder_keeps_its_logits_and_training_lowers_the_los
     x = torch.tensor([ids])
     with torch.no_grad():
         assert torch.allclose(run.model.eval()(x).logits, src.model(x).logits, atol=1e-5)
-    assert run.cfg.optimizer == "adamw" and run.cfg.n_layer == src.model.config.n_layer and run.cfg.lr == 3e-4
+    assert run.cfg.optimizer == "adamw" and run.cfg.n_layer == src.model.config.n_layer
+    assert run.cfg.lr == fine_tuning_lr(src.model.config.n_embd)
 
     manifest = train(cfg).manifest
     before, after = manifest["init_from"]["valid_bpb_before"], manifest["result"]["valid_bpb"]

@@ -128,12 +128,11 @@ PRESETS: dict[str, Preset] = {
 
 
 # --init-from: training settings that suit a model that has learned already (each given option wins): AdamW for
-# every weight (Muon's orthogonalised updates are made for training from scratch), a lower learning rate, a
-# short warmup, a cosine to a tenth, no re-initialisation and no sequence-length warmup; dropout is the
-# source model's own. Measured in docs/benchmarks.md ("Fine-tuning").
+# every weight (Muon's orthogonalised updates are made for training from scratch), a learning rate for the
+# model's width (fine_tuning_lr), a short warmup, a cosine to a tenth, no re-initialisation and no
+# sequence-length warmup; dropout is the source model's own. Measured in docs/benchmarks.md ("Fine-tuning").
 FINE_TUNING = {
     "optimizer": "adamw",
-    "lr": 3e-4,
     "warmup_steps": 20,
     "schedule": "cosine",
     "min_lr_ratio": 0.1,
@@ -141,6 +140,13 @@ FINE_TUNING = {
     "zero_init": False,
     "seq_warmup": 0.0,
 }
+
+
+def fine_tuning_lr(n_embd: int) -> float:
+    """AdamW's best learning rate falls about as 1/width (the muP rule for hidden weights): 3e-4, the usual
+    fine-tuning rate of GPT-2 small (768 wide), scaled to `n_embd` and capped at 3e-3 (2.4e-3 for the demo's
+    96-wide model, where 3e-4 barely moved it: docs/benchmarks.md, "Fine-tuning")."""
+    return min(3e-3, 3e-4 * 768 / n_embd)
 
 
 def get_preset(name: str) -> Preset:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pycpilot.errors import PycpilotError
-from pycpilot.presets import FINE_TUNING
+from pycpilot.presets import FINE_TUNING, fine_tuning_lr
 from pycpilot.pretrained import check_supported, source_folder
 from pycpilot.train.config import TrainConfig
 
@@ -57,7 +57,11 @@ def fine_tuning_config(cfg: TrainConfig, config: Any, block: int) -> TrainConfig
             f"the packed blocks hold {block} tokens but {cfg.init_from} has {config.n_positions} positions: pack "
             f"again with --context-length {config.n_positions} (or less)"
         )
-    defaults = {**FINE_TUNING, "dropout": float(getattr(config, "resid_pdrop", 0.0))}
+    defaults = {
+        **FINE_TUNING,
+        "lr": fine_tuning_lr(config.n_embd),
+        "dropout": float(getattr(config, "resid_pdrop", 0.0)),
+    }
     return replace(cfg, **shape, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
 
 
