@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench bench-recipe bench-gpu clean browser
+.PHONY: install demo test lint bench bench-recipe bench-gpu clean browser llamacpp
 
 install: $(STAMP)
 
@@ -35,16 +35,27 @@ browser:
 			|| { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null; }; \
 		else echo "make: Chromium is missing: install Debian's chromium package (sudo apt-get install chromium)"; exit 1; fi; }
 
-test: lint browser
+# llama.cpp, prebuilt (npm's node-llama-cpp, pinned by tools/llamacpp/package-lock.json): the tests and benchmark
+# of `pycpilot export` run the GGUF files in it (skipped, saying so, where node is absent).
+LLAMACPP := tools/llamacpp
+llamacpp: $(LLAMACPP)/node_modules/.package-lock.json
+
+$(LLAMACPP)/node_modules/.package-lock.json: $(LLAMACPP)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix $(LLAMACPP) --ignore-scripts --no-audit --no-fund --loglevel=error; \
+	else echo "make: npm is missing, so llama.cpp (tools/llamacpp) is not installed: its tests need node and npm"; fi
+
+test: lint browser llamacpp
 	PYCPILOT_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
 
-bench: install
+bench: install llamacpp
 	$(BIN)/python bench/bench_data.py
 	$(BIN)/python bench/bench_tokenizer_pack.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_sandbox.py
 	$(BIN)/python bench/bench_serve.py
+	$(BIN)/python bench/bench_export.py
 
 # Learning per CPU-minute (~55 minutes): today's recipe against the new default at 6 minutes, bf16 and fp32,
 # twice each, and tokens/s on the same model.
@@ -56,4 +67,4 @@ bench-gpu: install
 	$(BIN)/python bench/bench_gpu.py
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs .pytest_cache .ruff_cache $(LLAMACPP)/node_modules

@@ -1,7 +1,7 @@
 """`pycpilot` command line: one subcommand per pipeline stage, each a thin map onto its entry function.
 
 One module per subcommand group: stages.py (data, tokenizer, pack, train), complete.py, eval.py, serve.py,
-run.py; every option comes from a config class's fields (pycpilot/settings.py)."""
+export.py, run.py; every option comes from a config class's fields (pycpilot/settings.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sys
 from pycpilot import __version__
 from pycpilot.cli.complete import add_complete
 from pycpilot.cli.eval import add_eval
+from pycpilot.cli.export import add_export
 from pycpilot.cli.run import add_run, stage_options
 from pycpilot.cli.serve import add_serve
 from pycpilot.cli.stages import add_stage
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_complete(sub)
     add_eval(sub)
     add_serve(sub)
+    add_export(sub)
     add_run(sub)
     return parser
 

@@ -12,7 +12,7 @@ from pycpilot.errors import PycpilotError
 from pycpilot.settings import add_options, given, parse_options
 
 # Set by `pycpilot run` itself for every stage: not options of a run.
-FIXED = {"out", "data", "tokenizer", "packed", "overwrite", "resume", "quiet", "preset", "sources"}
+FIXED = {"out", "data", "tokenizer", "packed", "overwrite", "resume", "quiet", "preset", "sources", "model", "format"}
 
 
 def add_run(sub: argparse._SubParsersAction) -> None:

@@ -22,7 +22,8 @@ from pycpilot.recipes import check_keys, read_mapping
 from pycpilot.settings import check, coerce, setting
 from pycpilot.stages import PIPELINE
 
-STAGES = (*(stage.name for stage in PIPELINE), "eval")  # the pipeline's, then the run's own evaluation
+# the pipeline's, then the run's own evaluation, then (with --export) the model as a GGUF file
+STAGES = (*(stage.name for stage in PIPELINE), "eval", "export")
 # CodeParrot's familiar prompts (the seed's 7.4.5), completed at the end of a run; like theirs, no final newline.
 PROMPTS = [
     'def area_of_rectangle(a: float, b: float):\n    """Return the area of the rectangle."""',
@@ -73,6 +74,12 @@ class RunConfig:
     )
     # stage -> option -> value: --STAGE.OPTION on the command line, or a --recipe file
     settings: dict[str, dict[str, Any]] = setting(help="per-stage settings", factory=dict, cli=False)
+    export: str | None = setting(
+        None,
+        help="last, write the model as export/RUN.gguf for llama.cpp (gguf) or also an Ollama Modelfile (ollama); "
+        "--export.type q8_0 and the other `pycpilot export` options apply",
+        choices=("gguf", "ollama"),
+    )
     serve: bool = setting(False, help="start `pycpilot serve` on the model at the end")
     port: int = setting(8000, help="port for --serve", low=0, high=65535)
     quiet: bool = setting(False, help="only the one-line stage summaries", alias="-q")
@@ -93,6 +100,11 @@ class RunConfig:
     def train_preset(self) -> str | None:
         """None lets `--train.max-time` alone size the model (train/sizing.py)."""
         return None if self.preset == "auto" else self.preset
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages this run goes through: export only when asked for."""
+        return tuple(s for s in STAGES if s != "export" or self.export)
 
     def stage(self, name: str) -> dict[str, Any]:
         return dict(self.settings.get(name, {}))

@@ -1,7 +1,8 @@
 """`run(RunConfig(...))`: every stage into one folder, skipping what is already done.
 
-data/ -> tokenizer/ -> packed/ -> model/ (with checkpoints/) -> eval/ -> report.html, and manifest.json, which
-records each finished stage's fingerprint (settings, inputs, the stages before it), time and figures.
+data/ -> tokenizer/ -> packed/ -> model/ (with checkpoints/) -> eval/ (-> export/) -> report.html, and
+manifest.json, which records each finished stage's fingerprint (settings, inputs, the stages before it), time
+and figures.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import Any
 
 from pycpilot.errors import PycpilotError
 from pycpilot.manifest import MANIFEST, base_manifest, write_json_atomic
-from pycpilot.run.config import STAGES, RunConfig
+from pycpilot.run.config import RunConfig
 from pycpilot.run.fingerprint import fingerprint, settings_of, source_signature, why
 from pycpilot.run.stages import STAGE_RUNNERS, Folders
 
-_LAYOUT = {"data", "tokenizer", "packed", "model", "eval", "report.html"}
+_LAYOUT = {"data", "tokenizer", "packed", "model", "eval", "export", "report.html"}
 
 
 def _load_manifest(out: Path) -> dict[str, Any]:
@@ -54,17 +55,18 @@ def run(cfg: RunConfig, say: Callable[[str], None] = _say) -> dict[str, Any]:
     manifest |= base_manifest("run", {"out": str(cfg.out), "sources": cfg.sources, "preset": cfg.preset,
                                       "init_from": cfg.init_from, "settings": cfg.settings})  # fmt: skip
     previous = ""  # the output id of the stage before: new each time that stage runs, so what follows runs too
-    configs = {name: STAGE_RUNNERS[name].config(cfg, folders) for name in STAGES}  # bad settings: before any work
+    stages = cfg.stages
+    configs = {name: STAGE_RUNNERS[name].config(cfg, folders) for name in stages}  # bad settings: before any work
     _check_across(configs)
     out.mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(STAGES, 1):
+    for i, name in enumerate(stages, 1):
         runner = STAGE_RUNNERS[name]
         config = configs[name]
         settings = settings_of(config)
-        inputs = source_signature(cfg.sources) if name == "data" else [f"stage {STAGES[i - 2]} {previous}"]
+        inputs = source_signature(cfg.sources) if name == "data" else [f"stage {stages[i - 2]} {previous}"]
         fp = fingerprint(name, settings, inputs)
         record = manifest["stages"].get(name) or {}
-        head = f"run: [{i}/{len(STAGES)}] {name}"
+        head = f"run: [{i}/{len(stages)}] {name}"
         same = record.get("status") == "done" and record.get("fingerprint") == fp
         if name == "tokenizer" and cfg.init_from:  # the model brings its own
             say(f"{head}: skipped: the pack uses {cfg.init_from}'s tokenizer (--init-from)")

@@ -1,7 +1,8 @@
-"""The five stages as `pycpilot run` drives them: the config each gets, how it runs, the figures it reports.
+"""The stages as `pycpilot run` drives them: the config each gets, how it runs, the figures it reports.
 
 Four are the pipeline's (stages.py: each stage's config class, entry function and input folders); the fifth,
-`eval`, is the run's own plan (HumanEval, line completion, the familiar prompts).
+`eval`, is the run's own plan (HumanEval, line completion, the familiar prompts); the sixth, `export`, runs only
+with --export (the model as export/RUN.gguf).
 """
 
 from __future__ import annotations
@@ -28,16 +29,21 @@ class Folders:
         return self.root / (BY_NAME[stage].folder if stage in BY_NAME else stage)
 
     def __getattr__(self, name: str) -> Path:
-        if name not in ("data", "tokenizer", "packed", "model", "eval"):
+        if name not in ("data", "tokenizer", "packed", "model", "eval", "export"):
             raise AttributeError(name)
         return self.root / name
 
 
 def _manifest(folder: Path) -> dict[str, Any]:
+    return _manifest_file(folder / MANIFEST)
+
+
+def _manifest_file(path: Path) -> dict[str, Any]:
     try:
-        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return found if isinstance(found, dict) else {}
 
 
 def config_class(stage: str) -> type:
@@ -46,7 +52,28 @@ def config_class(stage: str) -> type:
         from pycpilot.run.config import EvalPlan
 
         return EvalPlan
+    if stage == "export":
+        from pycpilot.export.config import ExportConfig
+
+        return ExportConfig
     return BY_NAME[stage].config_class()
+
+
+def gguf_path(f: Folders) -> Path:
+    """Where a run's export goes: export/RUN.gguf (the run folder's name names the model)."""
+    return f.export / f"{f.root.name}.gguf"
+
+
+def _export_config(cfg: Any, f: Folders) -> Any:
+    from pycpilot.export.config import ExportConfig
+
+    fixed = {"model": f.model, "out": gguf_path(f), "format": cfg.export, "overwrite": True, "quiet": cfg.quiet}
+    values = coerce(ExportConfig, cfg.stage("export"), "export", fixed=set(fixed),
+                    fixed_why="is set by `pycpilot run` itself")  # fmt: skip
+    config = ExportConfig(**{**values, **fixed})
+    with stage_flags("export"):
+        config.validate()
+    return config
 
 
 def build_config(name: str, cfg: Any, f: Folders) -> Any:
@@ -54,6 +81,8 @@ def build_config(name: str, cfg: Any, f: Folders) -> Any:
     stage runs."""
     if name == "eval":
         return dataclasses.asdict(cfg.eval_plan())
+    if name == "export":
+        return _export_config(cfg, f)
     stage = BY_NAME[name]
     given = cfg.stage(name)
     fixed: dict[str, Any] = {"out": f.of(name), "quiet": cfg.quiet}
@@ -152,9 +181,20 @@ def _eval_summary(x: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-_FIGURES = {"data": _data_figures, "tokenizer": _tokenizer_figures, "pack": _pack_figures, "train": _train_figures}
+def _export_figures(m: dict[str, Any], config: Any) -> dict[str, Any]:
+    return {"file": str(config.out), "bytes": m["gguf"]["bytes"], "type": config.type,
+            "modelfile": str(config.out.with_name(m["modelfile"])) if m.get("modelfile") else None}  # fmt: skip
+
+
+def _export_summary(x: dict[str, Any]) -> str:
+    line = f"{x['file']} ({x['bytes'] / 1e6:,.1f} MB, {x['type']})"
+    return line + (f", Ollama: `ollama create NAME -f {x['modelfile']}`" if x.get("modelfile") else "")
+
+
+_FIGURES = {"data": _data_figures, "tokenizer": _tokenizer_figures, "pack": _pack_figures, "train": _train_figures,
+            "export": _export_figures}  # fmt: skip
 _SUMMARIES = {"data": _data_summary, "tokenizer": _tokenizer_summary, "pack": _pack_summary, "train": _train_summary,
-              "eval": _eval_summary}  # fmt: skip
+              "eval": _eval_summary, "export": _export_summary}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -171,6 +211,10 @@ class StageRunner:
             return _run_eval(config, cfg, f)
         if self.name == "train":
             config.resume, config.overwrite = resume, not resume
+        if self.name == "export":
+            from pycpilot.export.write import export_model
+
+            return _export_figures(export_model(config), config)
         manifest = BY_NAME[self.name].entry()(config).manifest
         return _FIGURES[self.name](manifest, config)
 
@@ -180,6 +224,9 @@ class StageRunner:
     def finished(self, f: Folders) -> bool:
         if self.name == "eval":
             return (f.eval / "completions.json").exists()
+        if self.name == "export":
+            path = gguf_path(f)
+            return path.is_file() and _manifest_file(path.with_name(path.name + ".json")).get("stage") == "export"
         m = _manifest(f.of(self.name))
         return m.get("stage") == self.name and (self.name != "train" or m.get("status") == "done")
 
@@ -239,5 +286,5 @@ def _run_eval(config: dict[str, Any], cfg: Any, f: Folders) -> dict[str, Any]:
 
 
 STAGE_RUNNERS: dict[str, StageRunner] = {
-    name: StageRunner(name) for name in ("data", "tokenizer", "pack", "train", "eval")
+    name: StageRunner(name) for name in ("data", "tokenizer", "pack", "train", "eval", "export")
 }
