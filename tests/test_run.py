@@ -67,6 +67,19 @@ def test_a_run_end_to_end_then_skips_then_redoes_what_changed(corpus: Path, tmp_
     run(_cfg(corpus, out), say=lines.append)
     assert sum("unchanged, skipped" in line for line in lines) == 5
 
+    # --export: the model as a GGUF file, a last stage only when asked for, then skipped like the rest.
+    exporting = _cfg(corpus, out)
+    exporting.export, exporting.settings["export"] = "ollama", {"type": "q8_0"}
+    lines.clear()
+    manifest = run(exporting, say=lines.append)
+    assert sum("unchanged, skipped" in line for line in lines) == 5
+    assert any("[6/6] export: running (not run yet)" in line for line in lines)
+    assert (out / "export" / "run.gguf").is_file() and (out / "export" / "run.Modelfile").is_file()
+    assert manifest["stages"]["export"]["figures"]["type"] == "q8_0"
+    lines.clear()
+    run(exporting, say=lines.append)
+    assert sum("unchanged, skipped" in line for line in lines) == 6
+
     # A changed training setting: train and eval again, the rest kept, with the reason.
     lines.clear()
     run(_cfg(corpus, out, train={"max_steps": 40}), say=lines.append)
@@ -295,3 +308,16 @@ def test_a_changed_preset_redoes_the_stages_that_took_it(monkeypatch) -> None:
     assert fingerprint("tokenizer", before, ["stage data x"]) != fingerprint("tokenizer", after, ["stage data x"])
     assert why(record, after, ["stage data x"]) == "the tiny preset's values changed"
     assert settings_of(TokenizerConfig(data=Path("d"), out=Path("t"), preset="tiny")) == after
+
+
+def test_run_takes_export_options_but_not_its_folders() -> None:
+    from pycpilot.cli.run import stage_options
+
+    assert stage_options(["--export.type", "q8_0", "--export.name", "mine"]) == {
+        "export": {"type": "q8_0", "name": "mine"}
+    }
+    for fixed in ("--export.model", "--export.format"):
+        with pytest.raises(PycpilotError, match="is set by `pycpilot run` itself"):
+            stage_options([fixed, "x"])
+    with pytest.raises(PycpilotError, match="invalid choice: 'q4'"):
+        stage_options(["--export.type", "q4"])
