@@ -9,7 +9,11 @@ decoded greedily after the same prompt (the start of a stdlib file, 200 tokens, 
   `--int8`; decoding alone = (the call with N new tokens - the call with 1) / (N - 1), best of --repeats;
 - llama.cpp (prebuilt, node-llama-cpp in tools/llamacpp): its own timing of the single-token decode calls
   (`llama_perf_context_print`'s "eval time", so node's per-token cost is not counted against it), best of
-  --repeats, with 1 and 2 threads (the better is shown; which one is said).
+  --repeats.
+
+Ours counts all a call does per token (the step, choosing the token, the stop checks); llama.cpp's figure counts
+only its decode call, so the comparison leans its way. Both sides run with 1 and 2 threads; the better of each is
+shown, with its thread count.
 
 Target: ours >= 1.0x llama.cpp in every row (f32 vs our fp32, q8_0 vs our int8).
 """
@@ -69,11 +73,11 @@ def prompt_text(tokenizer, context: int) -> str:
     return tokenizer.decode(ids)
 
 
-def ours(model: Path, prompt: str, int8: bool, repeats: int) -> float:
+def ours(model: Path, prompt: str, int8: bool, repeats: int, threads: int) -> float:
     """Our decoding tokens/s: the difference of an N-token and a 1-token call, best of `repeats` each."""
     from pycpilot.generate import Completer
 
-    c = Completer(model, int8=int8)
+    c = Completer(model, int8=int8, threads=threads)
     c.stop_ids = set()  # run the full N tokens, as llama.cpp's loop does
 
     def best(n: int) -> float:
@@ -106,6 +110,10 @@ def llama_cpp(gguf: Path, prompt: str, context: int, repeats: int, root: Path) -
     rates = json.loads(r.stdout.strip().splitlines()[-1])["bench"]["tokens_per_s"]
     threads, best = max(((int(t), max(v)) for t, v in rates.items()), key=lambda x: x[1])
     return best, threads
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' * (n > 1)}"
 
 
 def main() -> None:
@@ -142,11 +150,13 @@ def main() -> None:
                 gguf = root / f"{name}-{ggml}.gguf"
                 export_model(ExportConfig(model=model, out=gguf, type=ggml, quiet=True))
                 theirs, threads = llama_cpp(gguf, prompt, context, args.repeats, root)
-                figures[ggml] = (ours(model, prompt, int8, args.repeats), theirs, threads)
+                mine = {t: ours(model, prompt, int8, args.repeats, t) for t in (1, 2)}
+                best = max(mine, key=mine.__getitem__)
+                figures[ggml] = (mine[best], best, theirs, threads)
                 gguf.unlink()
             cells = [name]
-            for a, b, threads in figures.values():
-                cells += [f"{a:,.0f}", f"{b:,.0f} ({threads} thread{'s' * (threads > 1)})", f"{a / b:.2f}x"]
+            for a, mine, b, theirs in figures.values():
+                cells += [f"{a:,.0f} ({_threads(mine)})", f"{b:,.0f} ({_threads(theirs)})", f"{a / b:.2f}x"]
                 verdicts.append(a / b >= 1.0)
             rows.append(cells)
         print(f"\ngreedy decoding after a {PROMPT_TOKENS}-token prompt (128 where the context is 256), "
