@@ -66,9 +66,11 @@ def test_the_file_holds_every_key_and_tensor_llama_cpp_reads(tiny_run: Path, tmp
     assert f["tokenizer.ggml.merges"] == [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
     assert f["tokenizer.ggml.bos_token_id"] == f["tokenizer.ggml.eos_token_id"] == vocab[EOS]
     assert f["tokenizer.ggml.add_bos_token"] is False
-    fim = {k: f[f"tokenizer.ggml.fim_{k}_token_id"] for k in ("pre", "suf", "mid", "pad", "sep")}
+    fim = {k: f[f"tokenizer.ggml.fim_{k}_token_id"] for k in ("pre", "suf", "mid", "pad")}
     assert fim == {"pre": vocab["<fim_prefix>"], "suf": vocab["<fim_suffix>"], "mid": vocab["<fim_middle>"],
-                   "pad": vocab["<fim_pad>"], "sep": vocab["<file_sep>"]}  # fmt: skip
+                   "pad": vocab["<fim_pad>"]}  # fmt: skip
+    assert "tokenizer.ggml.fim_sep_token_id" not in f  # never trained: llama.cpp would put it before context files
+    assert f["pycpilot.model"] == tiny_run.name  # the folder's name only: the file is meant to be shared
     assert f["general.license"]  # the corpus's, followed through the pack and data manifests
     assert manifest["provenance"]["licenses"] and manifest["gguf"]["fim_ids"] == fim
 
@@ -190,7 +192,7 @@ def test_bad_input_is_one_line(tiny_run: Path, tmp_path: Path) -> None:
         ((str(wordpiece), tmp_path / "b.gguf"), "pre-tokenizer is not GPT-2's byte-level split"),
         ((str(tiny_run), existing), "already exists (pass --overwrite"),
         ((str(tiny_run), tmp_path / "c.bin"), "must end in .gguf"),
-        ((str(tmp_path / "nowhere"), tmp_path / "d.gguf"), "does not exist"),
+        ((str(tmp_path / "nowhere"), tmp_path / "new" / "dir" / "d.gguf"), "does not exist"),
     ]
     if os.geteuid() != 0:  # root writes anywhere but in /proc
         cases.append(((str(tiny_run), locked / "e.gguf"), "permission denied"))
@@ -200,7 +202,43 @@ def test_bad_input_is_one_line(tiny_run: Path, tmp_path: Path) -> None:
     for (model, out), words in cases:
         r = _cli("--model", model, "--out", str(out))
         assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert existing.read_bytes() == b"keep me"
+    assert existing.read_bytes() == b"keep me" and not (tmp_path / "new").exists()  # refused: nothing made
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp file left behind
     with pytest.raises(PycpilotError, match="must be one of f32, f16, q8_0"):
         export_model(ExportConfig(model=tiny_run, out=tmp_path / "f.gguf", type="q4"))
+
+
+def test_a_failed_export_keeps_the_earlier_files(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:
+    import pycpilot.export.write as write
+
+    out = tmp_path / "m.gguf"
+    first = _export(tiny_run, out, format="ollama")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(before) == {"m.gguf", "m.gguf.json", "m.Modelfile"}
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(write, "modelfile", broken)  # after the GGUF is written, before anything is replaced
+    with pytest.raises(PycpilotError, match="No space left on device"):
+        _export(tiny_run, out, format="ollama", type="q8_0", overwrite=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert json.loads((tmp_path / "m.gguf.json").read_text())["gguf"]["sha256"] == first["gguf"]["sha256"]
+
+
+def test_padded_rows_and_added_tokens_keep_their_types(tiny_run: Path, tmp_path: Path) -> None:
+    from tokenizers import AddedToken
+
+    from pycpilot.export.vocab import CONTROL, NORMAL, UNUSED, USER_DEFINED, gguf_vocab
+
+    tok = load_model(tiny_run).tokenizer
+    tok.add_tokens([AddedToken("<my_marker>", special=False)])
+    size = len(tok)
+    v = gguf_vocab(tok, size + 3, "m")  # a model padded past the tokenizer (e.g. to a multiple of 64)
+    assert len(v.tokens) == size + 3 and v.tokens[size:] == [f"[PAD{i}]" for i in range(size, size + 3)]
+    assert v.types[size:] == [UNUSED] * 3
+    ids = tok.get_vocab()
+    assert v.types[ids["<my_marker>"]] == USER_DEFINED and v.types[ids[EOS]] == CONTROL
+    assert v.types[ids["def"]] == NORMAL
+    with pytest.raises(PycpilotError, match="ids up to"):
+        gguf_vocab(tok, size - 1, "m")

@@ -310,6 +310,14 @@ def test_a_changed_preset_redoes_the_stages_that_took_it(monkeypatch) -> None:
     assert settings_of(TokenizerConfig(data=Path("d"), out=Path("t"), preset="tiny")) == after
 
 
+def test_export_settings_without_export_are_refused(corpus: Path, tmp_path: Path) -> None:
+    cfg = _cfg(corpus, tmp_path / "run")
+    cfg.settings["export"] = {"type": "q8_0"}
+    with pytest.raises(PycpilotError, match="without --export"):
+        run(cfg)
+    assert not (tmp_path / "run").exists()
+
+
 def test_run_takes_export_options_but_not_its_folders() -> None:
     from pycpilot.cli.run import stage_options
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pycpilot.errors import PycpilotError
-from pycpilot.tokenizer.specials import EOS, FILE_SEP, FIM_MIDDLE, FIM_PAD, FIM_PREFIX, FIM_SUFFIX
+from pycpilot.tokenizer.specials import EOS, FIM_MIDDLE, FIM_PAD, FIM_PREFIX, FIM_SUFFIX
 
 # GPT-2's split pattern as tokenizers' ByteLevel(use_regex=True) applies it; llama.cpp's `gpt-2` pre-tokenizer
 GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -20,8 +20,10 @@ GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(
 # llama.cpp's token types (gguf.TokenType): plain text, control (special) and user-defined (added, not special)
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 
-# the FIM tokens the tokenizer stage adds, by llama.cpp's metadata key
-FIM_KEYS = {"pre": FIM_PREFIX, "suf": FIM_SUFFIX, "mid": FIM_MIDDLE, "pad": FIM_PAD, "sep": FILE_SEP}
+# The FIM tokens the model was trained with, by llama.cpp's metadata key. Not `<file_sep>` as fim_sep: the pack
+# never writes it, and with the id set llama.cpp's /infill would put that untrained token before every context
+# file; without it the context goes in as plain text above the prefix, much as `serve`'s /infill does.
+FIM_KEYS = {"pre": FIM_PREFIX, "suf": FIM_SUFFIX, "mid": FIM_MIDDLE, "pad": FIM_PAD}
 
 
 @dataclass
@@ -31,7 +33,7 @@ class Vocab:
     merges: list[str]  # "a b", in rank order
     eos: int
     bos: int
-    fim: dict[str, int] = field(default_factory=dict)  # "pre"/"suf"/"mid"/"pad"/"sep" -> id, those present
+    fim: dict[str, int] = field(default_factory=dict)  # "pre"/"suf"/"mid"/"pad" -> id, those present
 
 
 def _split_is_gpt2(pre: Any) -> bool:
@@ -42,7 +44,9 @@ def _split_is_gpt2(pre: Any) -> bool:
         return pre.get("use_regex", True) and not pre.get("add_prefix_space", False)
     if pre.get("type") == "Sequence" and len(pre.get("pretokenizers") or []) == 2:
         split, byte_level = pre["pretokenizers"]
-        pattern = (split.get("pattern") or {}).get("Regex") if isinstance(split, dict) else None
+        if not isinstance(split, dict) or not isinstance(split.get("pattern") or {}, dict):
+            return False
+        pattern = (split.get("pattern") or {}).get("Regex")
         return (
             split.get("type") == "Split"
             and pattern == GPT2_SPLIT
@@ -61,8 +65,14 @@ def check_byte_level_bpe(spec: dict[str, Any], where: str) -> None:
     model = spec.get("model") or {}
     if model.get("type") != "BPE":
         raise PycpilotError(f"{where}: the tokenizer is {model.get('type') or 'unknown'}, not a byte-level BPE")
-    if model.get("byte_fallback") or (spec.get("decoder") or {}).get("type") not in ("ByteLevel", None):
+    if model.get("byte_fallback"):
         raise PycpilotError(f"{where}: the tokenizer is a BPE with byte fallback, not a byte-level BPE (GPT-2's)")
+    decoder = (spec.get("decoder") or {}).get("type")
+    if decoder not in ("ByteLevel", None):
+        raise PycpilotError(f"{where}: the tokenizer's decoder is {decoder}, not GPT-2's ByteLevel")
+    odd = [o for o in ("ignore_merges", "dropout", "continuing_subword_prefix", "end_of_word_suffix") if model.get(o)]
+    if odd:  # all unset (falsy) in GPT-2's BPE
+        raise PycpilotError(f"{where}: the tokenizer's BPE sets {odd[0]}, which llama.cpp's gpt2 tokenizer lacks")
     if not _split_is_gpt2(spec.get("pre_tokenizer")):
         raise PycpilotError(
             f"{where}: the tokenizer's pre-tokenizer is not GPT-2's byte-level split "
@@ -78,8 +88,9 @@ def gguf_vocab(tokenizer: Any, rows: int, where: str) -> Vocab:
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     check_byte_level_bpe(spec, where)
     vocab = tokenizer.get_vocab()  # base and added tokens, by id
-    if len(vocab) > rows:
-        raise PycpilotError(f"{where}: the tokenizer has {len(vocab):,} tokens but the model only {rows:,} rows")
+    top = max(vocab.values(), default=-1)
+    if top >= rows:
+        raise PycpilotError(f"{where}: the tokenizer has ids up to {top:,} but the model only {rows:,} rows")
     by_id = {i: t for t, i in vocab.items()}
     added = {a["content"]: bool(a.get("special")) for a in spec.get("added_tokens") or []}
     tokens, types = [], []

@@ -86,6 +86,8 @@ class RunConfig:
 
     def validate(self) -> None:
         check(self)
+        if self.settings.get("export") and not self.export:
+            raise PycpilotError("export settings were given without --export gguf|ollama: add it, or drop them")
         if self.init_from:  # before the data stage: a missing or unreachable model fails now, not after it
             from pycpilot.pretrained import source_folder
 

@@ -73,6 +73,11 @@ def _export_config(cfg: Any, f: Folders) -> Any:
     config = ExportConfig(**{**values, **fixed})
     with stage_flags("export"):
         config.validate()
+    if cfg.init_from:  # the architecture and tokenizer are SRC's: refuse now what export would refuse then
+        from pycpilot.export.write import check_exportable
+        from pycpilot.pretrained import source_folder
+
+        check_exportable(source_folder(cfg.init_from)[0], f"--export with --init-from {cfg.init_from}")
     return config
 
 
@@ -188,7 +193,8 @@ def _export_figures(m: dict[str, Any], config: Any) -> dict[str, Any]:
 
 def _export_summary(x: dict[str, Any]) -> str:
     line = f"{x['file']} ({x['bytes'] / 1e6:,.1f} MB, {x['type']})"
-    return line + (f", Ollama: `ollama create NAME -f {x['modelfile']}`" if x.get("modelfile") else "")
+    name = Path(x["file"]).stem
+    return line + (f", Ollama: `ollama create {name} -f {x['modelfile']}`" if x.get("modelfile") else "")
 
 
 _FIGURES = {"data": _data_figures, "tokenizer": _tokenizer_figures, "pack": _pack_figures, "train": _train_figures,
@@ -225,8 +231,19 @@ class StageRunner:
         if self.name == "eval":
             return (f.eval / "completions.json").exists()
         if self.name == "export":
+            from pycpilot.export.config import ExportConfig
+            from pycpilot.export.write import outputs
+
             path = gguf_path(f)
-            return path.is_file() and _manifest_file(path.with_name(path.name + ".json")).get("stage") == "export"
+            made = outputs(
+                ExportConfig(
+                    model=f.model,
+                    out=path,
+                    format=_manifest_file(path.with_name(path.name + ".json")).get("config", {}).get("format", "gguf"),
+                )
+            )
+            whole = all(p.is_file() for p in made.values())
+            return whole and _manifest_file(made["manifest"]).get("stage") == "export"
         m = _manifest(f.of(self.name))
         return m.get("stage") == self.name and (self.name != "train" or m.get("status") == "done")
 
