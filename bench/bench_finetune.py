@@ -2,8 +2,8 @@
 same budget spent from scratch on that code, both in this run.
 
 Inputs (not timed): the start model, `pycpilot train --max-time 4m` on this interpreter's standard library (the
-demo's model: an 8,192 tokenizer, blocks of 256, the budget-sized tiny recipe), or `--start DIR`; the target
-corpus, `pycpilot data --source site-packages` (the installed packages), packed with the start model's own
+demo's model: the tiny preset's tokenizer, blocks of 256, the budget-sized tiny recipe), or `--start DIR`; the
+target corpus, `pycpilot data --source site-packages` (the installed packages), packed with the start model's own
 tokenizer (`pycpilot pack --tokenizer START`), so every row reads the same valid split. Rows, valid bits per
 byte over that whole split:
 - the start model as it is (the figure `--init-from` measures before its first step),
