@@ -173,3 +173,30 @@ def test_broken_tokenizer_folders_are_refused(damage, message: str, tok_dir: Pat
     damage(broken)
     with pytest.raises(PycpilotError, match=message):
         load_tokenizer(broken)
+
+
+def test_a_seeded_sample_of_the_corpus_trains_the_tokenizer(data_dir: Path, tmp_path: Path) -> None:
+    """For corpora larger than memory: whole files drawn by seed up to a byte budget, recorded in the manifest."""
+    train = datasets.load_from_disk(str(data_dir))["train"]
+    total = sum(int(x) for x in train["size"])
+
+    def sampled(name: str, budget: int, seed: int) -> dict:
+        out = tmp_path / name
+        train_tokenizer(TokenizerConfig(data=data_dir, out=out, vocab_size=VOCAB, quiet=True, compare="none",
+                                        sample=budget, sample_seed=seed))  # fmt: skip
+        return json.loads((out / "manifest.json").read_text())
+
+    a, again, other = sampled("a", total // 3, 1), sampled("b", total // 3, 1), sampled("c", total // 3, 2)
+    s = a["sample"]
+    assert s["of_files"] == len(train) and s["of_bytes"] == total and s["bytes_requested"] == total // 3
+    assert 0 < s["files"] < len(train) and total // 3 <= s["bytes"] < total // 3 + max(int(x) for x in train["size"])
+    assert again["sample"] == s and again["tokenizer_sha256"] == a["tokenizer_sha256"]  # the same seed: same files
+    assert other["sample"]["files"] != s["files"] or other["sample"]["bytes"] != s["bytes"]
+    everything = sampled("d", 10 * total, 1)["sample"]
+    assert (everything["files"], everything["bytes"]) == (len(train), total)
+    from pycpilot.cli import build_parser
+
+    args = build_parser().parse_args(["tokenizer", "--data", "d", "--out", "o", "--sample", "2k"])
+    assert args.sample == 2000
+    with pytest.raises(PycpilotError, match="--sample must be at least 1"):
+        TokenizerConfig(data=data_dir, out=tmp_path / "e", sample=0).validate()

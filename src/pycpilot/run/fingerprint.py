@@ -58,6 +58,9 @@ def settings_of(config: Any) -> dict[str, Any]:
     """A stage config's settings as JSON-able values, without those that do not change its output."""
     values = config if isinstance(config, dict) else vars(config)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items() if k not in NOT_OUTPUT}
+    if "sample" in settings and settings["sample"] is None:  # the tokenizer's draw: absent unless drawn
+        settings.pop("sample")
+        settings.pop("sample_seed", None)
     if "preset" in settings:  # a preset's values can change between releases (tiny's vocabulary did): they count
         from pycpilot.presets import PRESETS
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pycpilot.data.config import size
 from pycpilot.presets import PRESETS
 from pycpilot.settings import check, setting
 
@@ -35,6 +36,15 @@ class TokenizerConfig:
         metavar="NAME_OR_DIR",
     )
     min_frequency: int = setting(2, help="a merge must be seen this often", low=1)
+    sample: int | None = setting(
+        None,
+        help="learn from a seeded sample of the train split of about this many bytes (500MB, 2GB) instead of all "
+        "of it, for corpora larger than memory; files are drawn whole, the manifest records which and how much",
+        parse=size,
+        low=1,
+        metavar="SIZE",
+    )
+    sample_seed: int = setting(0, help="seed of --sample's draw (the same seed draws the same files)")
     batch_files: int = setting(10_000, help="files per batch fed to the trainer (the seed's iterator)", low=1)
     model_max_length: int = setting(
         1024, help="longest context models using this tokenizer take (GPT-2: 1024)", low=2, high=1 << 20

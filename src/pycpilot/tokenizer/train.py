@@ -30,6 +30,23 @@ def corpus_batches(train: Any, batch_files: int) -> Iterator[list[str]]:
         yield train[start : start + batch_files]["content"]
 
 
+def sample_files(train: Any, budget: int, seed: int) -> tuple[Any, dict[str, Any]]:
+    """Whole files drawn in a seeded random order until `budget` bytes are reached (the last one crossing it),
+    kept in corpus order; sizes come from the schema's `size` column, so no file is read to choose."""
+    import numpy as np
+
+    try:
+        sizes = np.array([int(x) for x in train["size"]], dtype=np.int64)
+    except (KeyError, ValueError, TypeError):  # not the codeparrot-ds schema: measure the files (reads them once)
+        sizes = np.array([len(t.encode("utf-8")) for t in train["content"]], dtype=np.int64)
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    taken = int(np.searchsorted(np.cumsum(sizes[order]), budget)) + 1
+    chosen = np.sort(order[:taken])
+    info = {"seed": seed, "bytes_requested": budget, "files": len(chosen), "bytes": int(sizes[chosen].sum()),
+            "of_files": len(sizes), "of_bytes": int(sizes.sum())}  # fmt: skip
+    return train.select(chosen.tolist()), info
+
+
 def gpt2_style_bpe(vocab_size: int, min_frequency: int, specials: list[str], show_progress: bool) -> tuple:
     """GPT-2's pipeline built with `tokenizers`: its regex, the 256-byte alphabet, byte-level decoding."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -131,6 +148,9 @@ def train_tokenizer(cfg: TokenizerConfig) -> TokenizerResult:
     train, valid = dsd["train"], dsd["valid"]
     if len(train) == 0:
         raise PycpilotError(f"{cfg.data} has an empty train split: nothing to learn a vocabulary from")
+    sample = None
+    if cfg.sample is not None:
+        train, sample = sample_files(train, cfg.sample, cfg.sample_seed)
     base = load_any_tokenizer(cfg.base) if cfg.base else None
     compare = load_any_tokenizer(cfg.compare) if cfg.compare not in (None, "none") else None
     vocab_size = cfg.resolved_vocab_size()
@@ -138,7 +158,10 @@ def train_tokenizer(cfg: TokenizerConfig) -> TokenizerResult:
 
     with atomic_output_dir(out, cfg.overwrite, "tokenizer", (Path(cfg.data),)) as tmp:
         start = time.perf_counter()
-        log(f"tokenizer: training a byte-level BPE, vocabulary {vocab_size:,}, on {len(train):,} files")
+        drawn = ""
+        if sample:
+            drawn = f" (seed {sample['seed']}: {sample['bytes'] / 1e6:,.1f} of {sample['of_bytes'] / 1e6:,.1f} MB)"
+        log(f"tokenizer: training a byte-level BPE, vocabulary {vocab_size:,}, on {len(train):,} files{drawn}")
         hf = (
             _train_from_base(cfg, base, train, vocab_size)
             if base
@@ -167,6 +190,7 @@ def train_tokenizer(cfg: TokenizerConfig) -> TokenizerResult:
                     "valid_files": len(valid),
                     "valid_bytes": n_bytes,
                 },
+                "sample": sample,
                 "vocab_size_requested": vocab_size,
                 "vocab_size": len(hf),
                 "vocab_filled": len(hf) >= vocab_size,
