@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pycpilot",
         description="PYCPilot: turn Python source code into a trained, evaluated and served code-completion "
-        "model. Stages: data -> tokenizer -> pack -> train -> eval -> complete/serve.",
+        "model. Stages: data -> tokenizer -> pack -> train -> eval -> complete/serve/export.",
     )
     parser.add_argument("--version", action="version", version=f"pycpilot {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

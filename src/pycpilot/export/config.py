@@ -30,7 +30,9 @@ class ExportConfig:
         "`ollama create NAME -f Modelfile`",
         choices=FORMATS,
     )
-    name: str | None = setting(None, help="the model's name in the file (default: the model folder's name)")
+    name: str | None = setting(
+        None, help="the model's name in the file (default: the model folder's name; the run's for RUN/model)"
+    )
     overwrite: bool = setting(False, help="replace --out (and its Modelfile) if they exist")
     quiet: bool = setting(False, help="no progress output", alias="-q")
 
