@@ -79,6 +79,11 @@ def test_a_run_end_to_end_then_skips_then_redoes_what_changed(corpus: Path, tmp_
     lines.clear()
     run(exporting, say=lines.append)
     assert sum("unchanged, skipped" in line for line in lines) == 6
+    (out / "export" / "run.Modelfile").unlink()  # a piece of the export gone: the stage runs again
+    lines.clear()
+    run(exporting, say=lines.append)
+    assert any("export: running (its output is missing or incomplete)" in line for line in lines)
+    assert (out / "export" / "run.Modelfile").is_file()
 
     # A changed training setting: train and eval again, the rest kept, with the reason.
     lines.clear()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -200,3 +202,9 @@ def test_a_seeded_sample_of_the_corpus_trains_the_tokenizer(data_dir: Path, tmp_
     assert args.sample == 2000
     with pytest.raises(PycpilotError, match="--sample must be at least 1"):
         TokenizerConfig(data=data_dir, out=tmp_path / "e", sample=0).validate()
+    with pytest.raises(PycpilotError, match="--sample-seed must be between 0 and"):
+        TokenizerConfig(data=data_dir, out=tmp_path / "e", sample=1000, sample_seed=-1).validate()
+    r = subprocess.run([sys.executable, "-m", "pycpilot", "tokenizer", "--data", str(data_dir), "--out",
+                        str(tmp_path / "f"), "--sample", "lots"], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 2 and "not a size: 'lots'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "e").exists() and not (tmp_path / "f").exists()

@@ -6,9 +6,7 @@ GPT-2 models; anything else, or `engine="hf"`, goes through transformers' `gener
 
 from __future__ import annotations
 
-import bisect
 import gc
-import itertools
 import sys
 import time
 from collections.abc import Callable
@@ -22,12 +20,12 @@ from pycpilot.errors import PycpilotError
 from pycpilot.generate.batch import Completion, DecodeBatch, Job
 from pycpilot.generate.config import CompleteConfig
 from pycpilot.generate.decode import FastGPT2, Unsupported
+from pycpilot.generate.heal import Healing
 from pycpilot.generate.load import load_model
 from pycpilot.generate.sampling import SamplingParams
 from pycpilot.generate.text import Stopper, TokenText, safe_stream_length
 from pycpilot.tokenizer.specials import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
-MASKS_KEPT = 256  # first-token masks of healed tokens kept (one bool per vocabulary entry each)
 MAX_PROMPT_BYTES = 16 * 2**20  # a prompt file or stdin; only its last context's worth of tokens is used anyway
 
 
@@ -94,8 +92,7 @@ class Completer:
         vocab = self.tokenizer.get_vocab()
         self.fim = [vocab.get(t) for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)]
         self.stop_ids = set(self.tokenizer.all_special_ids)
-        self._masks: dict[bytes, torch.Tensor] = {}  # least recently used first
-        self._by_bytes: list[tuple[bytes, int]] | None = None
+        self.healing = Healing(self.text, self.model.config.vocab_size)
 
     def tokens(self, text: str) -> list[int]:
         """Ids of `text` as data: a special token's spelling in it is plain text, as `pack` encoded training files."""
@@ -142,56 +139,19 @@ class Completer:
         self, prompt: str, suffix: str | None, max_new_tokens: int, bos: bool, heal: bool = False, cut_step: int = 1
     ) -> tuple[list[int], int, int, bytes]:
         """(prompt ids fitted to the context, how many tokens were cut, max new tokens that still fit, the
-        healed bytes: with `heal`, the prompt's last token is given back, see `_heal`)."""
+        healed bytes: with `heal`, the prompt's last token is given back, see heal.py)."""
         max_new_tokens = min(max_new_tokens, self.context - 1)
         room = max(self.context - max_new_tokens, self.context // 2, 1)
         ids, cut = self._fit(prompt, suffix, bos, room, cut_step)
         healed = b""
         if heal:
-            ids, healed = self._heal(ids, suffix is not None)
+            ids, healed = self.healing.give_back(ids, suffix is not None)
         ids = ids or [self.tokenizer.eos_token_id]
         return ids, cut, min(max_new_tokens, self.context - len(ids)), healed
 
-    def _heal(self, ids: list[int], fim: bool) -> tuple[list[int], bytes]:
-        """Token healing: the prompt's last token is given back and the first new token must start with its
-        bytes (those bytes are then not part of the completion).
-
-        A cursor rarely sits where training text had a token boundary: training spells a newline together
-        with the next line's indentation ("\n    "), a space with the next word (" return"), and a word
-        typed half-way ("sel" of "self") ends in a token the model rarely saw there. Conditioned on such a
-        token it tends to end the block at once or to go astray; allowed to choose the token that spans the
-        cursor, it continues as it would have. Special tokens and tokens that end inside a UTF-8 character
-        stay (the completion is counted in characters)."""
-        table = self.text.table
-        if fim or table is None or len(ids) < 2 or ids[-1] >= len(table) or ids[-1] in self.text.special:
-            return ids, b""  # with a suffix the prompt is framed as in training: left alone
-        last = table[ids[-1]]
-        try:
-            last.decode("utf-8")
-        except UnicodeDecodeError:
-            return ids, b""
-        return (ids[:-1], last) if last else (ids, b"")
-
     def first_mask(self, healed: bytes) -> torch.Tensor | None:
-        """Which tokens may come first after healing `healed` bytes: those that start with them."""
-        if not healed:
-            return None
-        mask = self._masks.pop(healed, None)
-        if mask is None:
-            if self._by_bytes is None:  # sorted once: the tokens starting with any bytes are one run of it
-                table = self.text.table or []
-                self._by_bytes = sorted((b, i) for i, b in enumerate(table) if i not in self.text.special)
-            allowed = []
-            for b, i in itertools.islice(self._by_bytes, bisect.bisect_left(self._by_bytes, (healed, -1)), None):
-                if not b.startswith(healed):
-                    break
-                allowed.append(i)
-            mask = torch.zeros(self.model.config.vocab_size, dtype=torch.bool)
-            mask[allowed] = True
-            if len(self._masks) >= MASKS_KEPT:
-                self._masks.pop(next(iter(self._masks)))  # the least recently used
-        self._masks[healed] = mask
-        return mask
+        """Which tokens may come first after healing `healed` bytes (heal.py)."""
+        return self.healing.first_mask(healed)
 
     def complete(
         self,

@@ -230,20 +230,12 @@ class StageRunner:
     def finished(self, f: Folders) -> bool:
         if self.name == "eval":
             return (f.eval / "completions.json").exists()
-        if self.name == "export":
-            from pycpilot.export.config import ExportConfig
-            from pycpilot.export.write import outputs
-
+        if self.name == "export":  # the file, its manifest and the Modelfile the manifest names
             path = gguf_path(f)
-            made = outputs(
-                ExportConfig(
-                    model=f.model,
-                    out=path,
-                    format=_manifest_file(path.with_name(path.name + ".json")).get("config", {}).get("format", "gguf"),
-                )
-            )
-            whole = all(p.is_file() for p in made.values())
-            return whole and _manifest_file(made["manifest"]).get("stage") == "export"
+            m = _manifest_file(path.with_name(path.name + ".json"))
+            modelfile = m.get("modelfile")
+            whole = path.is_file() and (not modelfile or (path.parent / str(modelfile)).is_file())
+            return whole and m.get("stage") == "export"
         m = _manifest(f.of(self.name))
         return m.get("stage") == self.name and (self.name != "train" or m.get("status") == "done")
 

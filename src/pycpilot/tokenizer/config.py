@@ -44,7 +44,9 @@ class TokenizerConfig:
         low=1,
         metavar="SIZE",
     )
-    sample_seed: int = setting(0, help="seed of --sample's draw (the same seed draws the same files)")
+    sample_seed: int = setting(
+        0, help="seed of --sample's draw (the same seed draws the same files)", low=0, high=2**63 - 1
+    )
     batch_files: int = setting(10_000, help="files per batch fed to the trainer (the seed's iterator)", low=1)
     model_max_length: int = setting(
         1024, help="longest context models using this tokenizer take (GPT-2: 1024)", low=2, high=1 << 20
