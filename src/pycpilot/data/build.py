@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from pycpilot.data.config import DataConfig
 from pycpilot.data.dedup import NearDedup
+from pycpilot.data.parquet import write_parquet
 from pycpilot.data.report import REASONS, build_manifest, filter_table, human_bytes
 from pycpilot.data.sources import Item, Skip, describe_source, iter_source, printable, source_path
 from pycpilot.data.split import split_rows
@@ -41,7 +42,7 @@ COLUMNS = [
     "alpha_frac",
     "source",
 ]
-_SCHEMA = pa.schema(
+SCHEMA = pa.schema(
     [
         ("repo_name", pa.string()),
         ("path", pa.string()),
@@ -56,7 +57,7 @@ _SCHEMA = pa.schema(
         ("source", pa.string()),
     ]
 )
-_BEFORE_DEDUP = set(REASONS[: REASONS.index("exact duplicate")])  # read problems, license, keywords
+BEFORE_DEDUP = set(REASONS[: REASONS.index("exact duplicate")])  # read problems, license, keywords
 _FLUSH_ROWS = 512
 
 
@@ -85,6 +86,29 @@ class SourceStats:
 class DataResult:
     out: Path
     manifest: dict[str, Any]
+
+
+def row_digest(c: Checked) -> bytes:
+    """What a kept row contributes to the split's hash (with its copies): name, licence and raw bytes."""
+    text = f"{c.item.repo_name}\0{c.item.path}\0{c.item.license}\0{c.raw_digest}"
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+def record_values(c: Checked, spec: str, copies: str = "") -> list[Any]:
+    """A kept file's row in COLUMNS order (copies are filled in once the duplicates are all known)."""
+    return [
+        c.item.repo_name,
+        c.item.path,
+        copies,
+        str(c.size),
+        c.content,
+        c.item.license,
+        c.hash,
+        round(c.line_mean, 4),
+        c.line_max,
+        round(c.alpha_frac, 4),
+        printable(spec),
+    ]
 
 
 def _checked(cfg: DataConfig, items: Iterator[Item]) -> Iterator[Checked]:
@@ -134,7 +158,7 @@ class Builder:
         self.near = NearDedup(cfg) if cfg.near_dedup else None
         self.contaminated: Counter[str] = Counter()
         self._rows: dict[str, list] = {c: [] for c in COLUMNS}
-        self._writer = pa.ipc.new_stream(str(self.records_path), _SCHEMA)
+        self._writer = pa.ipc.new_stream(str(self.records_path), SCHEMA)
 
     def plan(self) -> tuple[list, int | None]:
         """Per source, its items (listed now for folders, so the bar has a total) and the total if known."""
@@ -172,7 +196,7 @@ class Builder:
         stats = self.sources[int(c.item.source)]
         stats.seen.add(c.size)
         stats.digest.update(f"{c.item.repo_name}/{c.item.path}:{c.raw_digest}\n".encode())
-        if c.reason in _BEFORE_DEDUP:
+        if c.reason in BEFORE_DEDUP:
             self._drop(stats, c.reason, c.size)
             return
         if self.cfg.exact_dedup and c.hash in self.first_seen:
@@ -199,32 +223,15 @@ class Builder:
         stats.kept.add(c.size)
         self.copies.append(c.item.copies)
         self.repos.append(c.item.repo_name)
-        self.row_digests.append(
-            hashlib.blake2b(
-                f"{c.item.repo_name}\0{c.item.path}\0{c.item.license}\0{c.raw_digest}".encode(), digest_size=16
-            ).digest()
-        )
-        values = [
-            c.item.repo_name,
-            c.item.path,
-            "",
-            str(c.size),
-            c.content,
-            c.item.license,
-            c.hash,
-            round(c.line_mean, 4),
-            c.line_max,
-            round(c.alpha_frac, 4),
-            printable(stats.spec),
-        ]
-        for column, value in zip(COLUMNS, values, strict=True):
+        self.row_digests.append(row_digest(c))
+        for column, value in zip(COLUMNS, record_values(c, stats.spec), strict=True):
             self._rows[column].append(value)
         if len(self._rows["content"]) >= _FLUSH_ROWS:
             self._flush()
 
     def _flush(self) -> None:
         if self._rows["content"]:
-            self._writer.write_batch(pa.record_batch(self._rows, schema=_SCHEMA))
+            self._writer.write_batch(pa.record_batch(self._rows, schema=SCHEMA))
             self._rows = {c: [] for c in COLUMNS}
 
     def close(self) -> None:
@@ -237,6 +244,10 @@ def build_dataset(cfg: DataConfig) -> DataResult:
     import datasets
 
     cfg.validate()
+    if cfg.executor is not None:
+        from pycpilot.data.trove.engine import build_with_datatrove
+
+        return build_with_datatrove(cfg)
     for spec in cfg.sources:
         describe_source(spec)  # a missing or unusable source fails here, before any work
     out = Path(cfg.out)
@@ -289,11 +300,14 @@ def build_dataset(cfg: DataConfig) -> DataResult:
         dsd = datasets.DatasetDict({"train": records.select(split.train), "valid": records.select(split.valid)})
         # datasets writes no shard for an empty split and then cannot load it back: ask for one.
         dsd.save_to_disk(str(tmp), num_shards={name: 1 for name, ds in dsd.items() if len(ds) == 0})
+        if cfg.parquet:
+            write_parquet(dsd, tmp / "parquet")
         del dsd, records
         shutil.rmtree(work)
         t_total = time.perf_counter() - start
 
-        manifest = build_manifest(cfg, builder, split, seen, {"clean_s": t_clean, "total_s": t_total})
+        engine = {"name": "pool", "num_proc": cfg.num_proc}
+        manifest = build_manifest(cfg, builder, split, seen, {"clean_s": t_clean, "total_s": t_total}, engine)
         write_json_atomic(tmp / MANIFEST, manifest)
 
     log(filter_table(builder, seen))

@@ -57,7 +57,9 @@ def _split_stats(builder: Builder, rows: list[int]) -> dict[str, Any]:
     return {"files": len(rows), "repositories": len({builder.repos[i] for i in rows}), "sha256": digest.hexdigest()}
 
 
-def build_manifest(cfg: DataConfig, b: Builder, split: Any, seen: int, timings: dict[str, float]) -> dict[str, Any]:
+def build_manifest(
+    cfg: DataConfig, b: Builder, split: Any, seen: int, timings: dict[str, float], engine: dict[str, Any]
+) -> dict[str, Any]:
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     manifest = base_manifest("data", config)
     splits = {"train": _split_stats(b, split.train), "valid": _split_stats(b, split.valid)}
@@ -91,6 +93,7 @@ def build_manifest(cfg: DataConfig, b: Builder, split: Any, seen: int, timings: 
             "content_sha256": hashlib.sha256(
                 (splits["train"]["sha256"] + splits["valid"]["sha256"]).encode()
             ).hexdigest(),
+            "engine": engine,
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "throughput_mb_s": round(sum(s.seen.bytes for s in b.sources) / 1e6 / max(timings["total_s"], 1e-9), 2),
         }

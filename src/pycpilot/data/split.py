@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass
@@ -16,16 +17,23 @@ class Split:
 
 
 def split_rows(repos: list[str], fraction: float, seed: int) -> Split:
-    """Pick whole repositories (seeded) until the valid split holds about `fraction` of the files.
+    """Pick whole repositories (seeded) until the valid split holds about `fraction` of the files."""
+    names, ids = np.unique(np.asarray(repos, dtype=object), return_inverse=True) if repos else ([], np.zeros(0, int))
+    return split_repo_ids(ids, list(names), fraction, seed)
+
+
+def split_repo_ids(ids: np.ndarray, names: list[str], fraction: float, seed: int) -> Split:
+    """`split_rows` for rows given as indices into `names` (what a corpus too big for a list of strings gives).
 
     Repositories too big to fit (more than 1.5x what is still wanted) are passed over; if that leaves valid
     far too small, the smallest repositories are taken anyway. Only a single repository is split by file.
     """
-    n = len(repos)
+    n = len(ids)
     if fraction <= 0 or n < 2:
         return Split(list(range(n)), [], "repository", "no valid split requested" if fraction <= 0 else "")
     target = max(1, round(fraction * n))
-    counts = Counter(repos)
+    per_id = np.bincount(ids, minlength=len(names))
+    counts = {names[i]: int(c) for i, c in enumerate(per_id) if c}
     order = sorted(counts)
     random.Random(seed).shuffle(order)
     chosen: set[str] = set()
@@ -47,8 +55,9 @@ def split_rows(repos: list[str], fraction: float, seed: int) -> Split:
                 taken += counts[repo]
         note = f"; repositories are large, so valid holds {taken} files where {target} were asked"
     if len(counts) >= 2:
-        valid = [i for i, r in enumerate(repos) if r in chosen]
-        train = [i for i, r in enumerate(repos) if r not in chosen]
+        index = {name: i for i, name in enumerate(names)}
+        is_valid = np.isin(ids, [index[r] for r in chosen])
+        valid, train = np.flatnonzero(is_valid).tolist(), np.flatnonzero(~is_valid).tolist()
         return Split(train, valid, "repository", f"{len(chosen)} of {len(counts)} repositories in valid{note}")
     picked = set(random.Random(seed).sample(range(n), target))
     train = [i for i in range(n) if i not in picked]

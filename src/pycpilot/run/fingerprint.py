@@ -21,6 +21,9 @@ from pycpilot.errors import PycpilotError
 
 # Settings that change how a stage runs, not what it writes.
 NOT_OUTPUT = {"out", "overwrite", "quiet", "resume", "num_proc", "threads", "log_every"}
+# The data stage's engine: datatrove keeps the same files as the one-machine pool (tested), so a switch redoes nothing.
+NOT_OUTPUT |= {"executor", "tasks", "workers", "work_dir", "slurm_partition", "slurm_time", "task_mem_gb"}
+NOT_OUTPUT |= {"slurm_sbatch", "ray_address"}
 
 
 def source_signature(sources: list[str]) -> list[str]:
@@ -61,6 +64,8 @@ def settings_of(config: Any) -> dict[str, Any]:
     if "sample" in settings and settings["sample"] is None:  # the tokenizer's draw: absent unless drawn
         settings.pop("sample")
         settings.pop("sample_seed", None)
+    if settings.get("parquet") is False:  # the data stage's Parquet copy: absent unless asked for
+        settings.pop("parquet")
     if "preset" in settings:  # a preset's values can change between releases (tiny's vocabulary did): they count
         from pycpilot.presets import PRESETS
 
