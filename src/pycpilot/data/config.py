@@ -132,9 +132,10 @@ class DataConfig:
     tasks: int = setting(
         8, help="tasks the corpus is cut into (each a shard of files)", low=1, high=9999, group=_ENGINE
     )
-    workers: int = setting(
-        help="tasks running at once (default: the cores; on Slurm, the array's parallelism)",
-        factory=lambda: os.cpu_count() or 1,
+    workers: int | None = setting(
+        None,
+        help="tasks running at once (default: the cores with local; no limit on Slurm and Ray, whose schedulers "
+        "place the tasks)",
         low=1,
         group=_ENGINE,
     )

@@ -173,11 +173,12 @@ def _executor(cfg: DataConfig, work: Path, stage: str, pipeline: list, tasks: in
         from datatrove.executor import RayPipelineExecutor
 
         return RayPipelineExecutor(
-            pipeline, tasks=tasks, workers=cfg.workers, logging_dir=logs, mem_per_cpu_gb=cfg.task_mem_gb
+            pipeline, tasks=tasks, workers=cfg.workers or -1, logging_dir=logs, mem_per_cpu_gb=cfg.task_mem_gb
         )
     from datatrove.executor import LocalPipelineExecutor
 
-    return LocalPipelineExecutor(pipeline, tasks=tasks, workers=min(cfg.workers, tasks), logging_dir=logs)
+    workers = min(cfg.workers or os.cpu_count() or 1, tasks)
+    return LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logs)
 
 
 def _start_ray(cfg: DataConfig) -> None:
@@ -196,7 +197,7 @@ def _start_ray(cfg: DataConfig) -> None:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=cfg.workers, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=cfg.workers or os.cpu_count(), include_dashboard=False, log_to_driver=False)
     except Exception as exc:  # ConnectionError, a version mismatch, ...
         raise PycpilotError(f"cannot start or join Ray ({address or 'local'}): {str(exc).splitlines()[0]}") from None
 
@@ -215,7 +216,7 @@ def _submit_slurm(cfg: DataConfig, work: Path, stages: list[tuple[str, list, int
             tasks=tasks,
             time=cfg.slurm_time,
             partition=cfg.slurm_partition or "",
-            workers=cfg.workers if tasks > 1 else -1,
+            workers=cfg.workers or -1,
             mem_per_cpu_gb=cfg.task_mem_gb,
             job_name=f"pycpilot-data-{stage}",
             venv_path=str(venv) if venv.is_file() else None,
