@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pycpilot.errors import PycpilotError
 from pycpilot.manifest import MANIFEST
 from pycpilot.run.config import stage_flags
 from pycpilot.settings import coerce
@@ -94,6 +95,11 @@ def build_config(name: str, cfg: Any, f: Folders) -> Any:
     fixed |= {field: f.of(source) for field, source in stage.inputs.items()}
     if name == "data":
         fixed["sources"] = cfg.sources
+        if given.get("executor") == "slurm":
+            raise PycpilotError(
+                "run cannot wait for Slurm jobs: run `pycpilot data --executor slurm` first, then train from its "
+                "output with the stage commands (or use --data.executor local or ray)"
+            )
     if name in ("tokenizer", "pack"):
         given = {"preset": cfg.data_preset, **given}
     if name == "pack" and cfg.init_from:
