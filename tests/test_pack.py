@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pycpilot.data import DataConfig, build_dataset
 from pycpilot.errors import PycpilotError
 from pycpilot.pack import PackConfig, PackedDataset, fim, pack_dataset
-from pycpilot.pack.build import _dtype
+from pycpilot.pack.encode import _dtype
 from pycpilot.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
 
 from conftest import good_code, write

@@ -190,3 +190,22 @@ def test_slurm_submission_then_its_jobs_in_order(
             executor.run()
     _assert_same_as_pool(pool_out, out)
     assert not (work / "kept").exists()  # the assemble job cleared the data
+
+
+def test_pack_on_executors_gives_the_ids_of_one_process(train_pack: Path, tmp_path: Path) -> None:
+    """Three tasks encode a third of each split each; the merge's blocks equal one process's, id for id."""
+    from pycpilot.pack import PackConfig, pack_dataset
+
+    data, tok = train_pack.parent / "tdata", train_pack.parent / "ttok"
+    out = tmp_path / "packed"
+    manifest = pack_dataset(
+        PackConfig(
+            data=data, tokenizer=tok, out=out, context_length=32, quiet=True, executor="local", tasks=3, workers=2
+        )
+    ).manifest
+    one = json.loads((train_pack / "manifest.json").read_text())
+    for split in ("train", "valid"):
+        assert (out / f"{split}.bin").read_bytes() == (train_pack / f"{split}.bin").read_bytes()
+        assert manifest["splits"][split] == one["splits"][split]
+    assert manifest["splits"]["train"]["fim_files"] > 0  # FIM layouts were drawn per file in the tasks
+    assert manifest["engine"]["executor"] == "local" and not (tmp_path / "packed.work").exists()

@@ -105,7 +105,7 @@ def add_options(
     """One option per `setting` field of `cls` (not in `skip`), grouped by Spec.group, in field order."""
     groups: dict[str | None, Any] = {None: parser}
     alternatives = None
-    for f, spec in specs(cls):
+    for f, spec in sorted(specs(cls), key=lambda fs: fs[0].kw_only):  # mixed-in (keyword-only) settings last
         if not spec.cli or f.name in skip:
             continue
         if spec.group not in groups:

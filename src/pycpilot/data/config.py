@@ -8,10 +8,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pycpilot.executors import EngineSettings
 from pycpilot.settings import check, setting
 
 _IO, _DEDUP, _FILTERS = "input and output", "deduplication", "filters"
-_ENGINE = "corpora beyond one machine (datatrove; see the README)"
 _SOURCES = (
     "repeatable: 'stdlib' (this interpreter's standard library; the default), 'site-packages' (the packages "
     "installed here, one repository each, licence from their metadata; PYCPilot left out) or site-packages:PATH "
@@ -37,7 +37,7 @@ def csv(text: str) -> list[str]:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(EngineSettings):
     """Everything `pycpilot data` can be told; `build_dataset(DataConfig(...))` is the Python entry point."""
 
     out: Path = setting(help="output folder (a DatasetDict + manifest.json)", group=_IO)
@@ -121,44 +121,6 @@ class DataConfig:
     parquet: bool = setting(
         False, help="also write each split as Parquet shards in the codeparrot-ds schema (OUT/parquet/)", group=_IO
     )
-    # The datatrove engine: the same files kept, in stages that run as tasks on one machine or many.
-    executor: str | None = setting(
-        None,
-        help="run on datatrove's executor: local (processes here), slurm (sbatch jobs) or ray (a Ray cluster); "
-        "default: the one-machine pool",
-        choices=("local", "slurm", "ray"),
-        group=_ENGINE,
-    )
-    tasks: int = setting(
-        8, help="tasks the corpus is cut into (each a shard of files)", low=1, high=9999, group=_ENGINE
-    )
-    workers: int | None = setting(
-        None,
-        help="tasks running at once (default: the cores with local; no limit on Slurm and Ray, whose schedulers "
-        "place the tasks)",
-        low=1,
-        group=_ENGINE,
-    )
-    work_dir: Path | None = setting(
-        None,
-        help="intermediate files, logs and completion markers; rerun with the same one to resume "
-        "(default: OUT.work beside --out; on Slurm and Ray a folder every node sees)",
-        group=_ENGINE,
-    )
-    slurm_partition: str | None = setting(None, help="Slurm partition (needed with --executor slurm)", group=_ENGINE)
-    slurm_time: str = setting("4:00:00", help="Slurm time limit of each job", group=_ENGINE)
-    task_mem_gb: int = setting(
-        4, help="memory per task, GB (Slurm: --mem-per-cpu; Ray: the reservation)", low=1, group=_ENGINE
-    )
-    slurm_sbatch: list[str] = setting(
-        help="extra sbatch directives, comma-separated KEY=VALUE (account=abc,qos=high)",
-        factory=list,
-        parse=csv,
-        group=_ENGINE,
-    )
-    ray_address: str | None = setting(
-        None, help="Ray cluster to join (auto, or HOST:PORT); default: start a local Ray", group=_ENGINE
-    )
 
     def validate(self) -> None:
         from pycpilot.errors import PycpilotError
@@ -180,17 +142,4 @@ class DataConfig:
             if key in seen:
                 raise PycpilotError(f"source {spec} is given twice (also as {seen[key]}): its files would count twice")
             seen[key] = spec
-        if self.executor == "slurm" and not self.slurm_partition:
-            raise PycpilotError("--executor slurm needs --slurm-partition")
-        engine_only = {
-            "work_dir": self.work_dir,
-            "slurm_partition": self.slurm_partition,
-            "ray_address": self.ray_address,
-        }
-        stray = [k for k, v in engine_only.items() if v is not None and self.executor is None]
-        if stray:
-            option = "--" + stray[0].replace("_", "-")
-            raise PycpilotError(f"{option} is for the datatrove engine: add --executor local|slurm|ray")
-        bad = [kv for kv in self.slurm_sbatch if "=" not in kv or not kv.split("=", 1)[0].strip()]
-        if bad:
-            raise PycpilotError(f"--slurm-sbatch takes KEY=VALUE pairs, not {bad[0]!r}")
+        self.validate_engine()

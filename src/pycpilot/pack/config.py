@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pycpilot.executors import EngineSettings
 from pycpilot.presets import PRESETS
 from pycpilot.settings import check, setting
 
@@ -18,7 +19,7 @@ def csv(text: str) -> list[str]:
 
 
 @dataclass
-class PackConfig:
+class PackConfig(EngineSettings):
     """`pack_dataset(PackConfig(...))` is the Python entry point of `pycpilot pack`."""
 
     data: Path = setting(help="a `pycpilot data` output folder")
@@ -73,3 +74,4 @@ class PackConfig:
 
     def validate(self) -> None:
         check(self)
+        self.validate_engine()

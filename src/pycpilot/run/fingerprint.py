@@ -18,12 +18,12 @@ from typing import Any
 from pycpilot import __version__
 from pycpilot.checks import short
 from pycpilot.errors import PycpilotError
+from pycpilot.executors import ENGINE_FIELDS
 
 # Settings that change how a stage runs, not what it writes.
 NOT_OUTPUT = {"out", "overwrite", "quiet", "resume", "num_proc", "threads", "log_every"}
-# The data stage's engine: datatrove keeps the same files as the one-machine pool (tested), so a switch redoes nothing.
-NOT_OUTPUT |= {"executor", "tasks", "workers", "work_dir", "slurm_partition", "slurm_time", "task_mem_gb"}
-NOT_OUTPUT |= {"slurm_sbatch", "ray_address"}
+# The engine: datatrove gives the same output as one machine (tested), so a switch redoes nothing.
+NOT_OUTPUT |= ENGINE_FIELDS
 
 
 def source_signature(sources: list[str]) -> list[str]:

@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pycpilot.data.build import COLUMNS, SourceStats, Tally
 from pycpilot.data.config import DataConfig
 from pycpilot.data.parquet import write_parquet
+from pycpilot.data.records import COLUMNS, SourceStats, Tally
 from pycpilot.data.report import build_manifest, filter_table, human_bytes
 from pycpilot.data.sources import describe_source, source_path
 from pycpilot.data.split import split_repo_ids

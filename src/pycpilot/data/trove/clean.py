@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pycpilot.data.build import BEFORE_DEDUP, COLUMNS, SCHEMA, record_values, row_digest
 from pycpilot.data.config import DataConfig
+from pycpilot.data.records import BEFORE_DEDUP, COLUMNS, SCHEMA, record_values, row_digest
 from pycpilot.data.sources import Item, Skip, describe_source, iter_source
 from pycpilot.data.trove.layout import META, Bands, Work, order_key, save_npy, temp_of
 from pycpilot.data.worker import Checked, Worker

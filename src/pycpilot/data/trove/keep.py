@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pycpilot.data.build import COLUMNS, SCHEMA
+from pycpilot.data.records import COLUMNS, SCHEMA
 from pycpilot.data.trove.layout import EXACT, KEPT, Work, save_npy, temp_of
 
 _REASON = {EXACT: "exact duplicate", 2: "near duplicate"}

@@ -126,41 +126,4 @@ def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def quiet_logs() -> None:
-    """datatrove's loguru output on stderr: warnings only, one line each, no tracebacks (the error that ends
-    a run is PYCPilot's one line; the task's log file keeps everything)."""
-    import sys
-
-    from datatrove.utils.logging import logger
-
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING", format="{message}", filter=lambda r: r["exception"] is None)
-
-
-def install_quiet_logs() -> None:
-    """Make every task (in this process, a pool worker, a Slurm job or a Ray worker) log as `quiet_logs`
-    says, with datatrove's full log file per task kept. datatrove has no option for this: its task logger
-    puts INFO and tracebacks on stderr, so its two logging functions are replaced here."""
-    import datatrove.executor.base as base
-    import datatrove.utils.logging as trove_logging
-    from datatrove.utils.logging import logger
-
-    def task_logger(logging_dir: Any, rank: int, local_rank: int = 0, node_rank: int = -1) -> Any:
-        quiet_logs()
-        logfile = logging_dir.open(f"logs/task_{rank:05d}.log", "w")
-        logger.add(logfile, level="DEBUG", colorize=False)
-        return logfile
-
-    base.add_task_logger = task_logger
-    trove_logging.setup_default_logger = quiet_logs
-
-
-def clear_work(root: str | Path, logs: bool = False) -> None:
-    """Remove a finished (or abandoned) run's data from a work folder; its logs too when `logs`."""
-    import shutil
-
-    root = Path(root)
-    for name in ("clean", "sigs", "dups", "decisions", "kept", "tally", *(("logs",) if logs else ())):
-        shutil.rmtree(root / name, ignore_errors=True)
-    for name in ("timings.json", "settings.json"):
-        (root / name).unlink(missing_ok=True)
+DATA = ("clean", "sigs", "dups", "decisions", "kept", "tally")  # what a finished run leaves to remove

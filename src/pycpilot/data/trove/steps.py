@@ -10,7 +10,8 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets
 
 from pycpilot.data.config import DataConfig
-from pycpilot.data.trove.layout import Work, clear_work, install_quiet_logs
+from pycpilot.data.trove.layout import DATA, Work
+from pycpilot.executors import clear_work, install_quiet_logs
 
 install_quiet_logs()  # in every process that unpickles a step: pool workers, Slurm jobs, Ray workers
 
@@ -104,4 +105,4 @@ class AssembleStep(_Step):
         timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
         assemble(self.cfg, work, self.tasks, timings, self.engine)
         if self.cfg.executor == "slurm":  # no driver waits for the jobs: the last one clears the work folder
-            clear_work(self.work)
+            clear_work(self.work, DATA)

@@ -1,0 +1,311 @@
+"""Stages that run as datatrove pipelines on its Local, Slurm or Ray executor (`pycpilot data` and `pycpilot
+pack` with `--executor`): their shared settings, the work folder, and the loop that runs the stages.
+
+Each stage is a list of datatrove pipeline steps and a task count. Local and Ray run the stages one after the
+other here, with a bar of finished tasks; Slurm gets them as sbatch jobs chained with afterok. A failed task
+stops the run with one line; running the same command again resumes (datatrove's completion markers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pycpilot.errors import PycpilotError
+from pycpilot.settings import setting
+
+_ENGINE = "corpora beyond one machine (datatrove; see the README)"
+
+
+def _pairs(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@dataclass(kw_only=True)
+class EngineSettings:
+    """The executor options of a stage that can run on datatrove (mixed into its config)."""
+
+    executor: str | None = setting(
+        None,
+        help="run on datatrove's executor: local (processes here), slurm (sbatch jobs) or ray (a Ray cluster); "
+        "default: this machine alone",
+        choices=("local", "slurm", "ray"),
+        group=_ENGINE,
+    )
+    tasks: int = setting(8, help="tasks the input is cut into (each a shard of files)", low=1, high=9999, group=_ENGINE)
+    workers: int | None = setting(
+        None,
+        help="tasks running at once (default: the cores with local; no limit on Slurm and Ray, whose schedulers "
+        "place the tasks)",
+        low=1,
+        group=_ENGINE,
+    )
+    work_dir: Path | None = setting(
+        None,
+        help="intermediate files, logs and completion markers; rerun with the same one to resume "
+        "(default: OUT.work beside --out; on Slurm and Ray a folder every node sees)",
+        group=_ENGINE,
+    )
+    slurm_partition: str | None = setting(None, help="Slurm partition (needed with --executor slurm)", group=_ENGINE)
+    slurm_time: str = setting("4:00:00", help="Slurm time limit of each job", group=_ENGINE)
+    task_mem_gb: int = setting(
+        4, help="memory per task, GB (Slurm: --mem-per-cpu; Ray: the reservation)", low=1, group=_ENGINE
+    )
+    slurm_sbatch: list[str] = setting(
+        help="extra sbatch directives, comma-separated KEY=VALUE (account=abc,qos=high)",
+        factory=list,
+        parse=_pairs,
+        group=_ENGINE,
+    )
+    ray_address: str | None = setting(
+        None, help="Ray cluster to join (auto, or HOST:PORT); default: start a local Ray", group=_ENGINE
+    )
+
+    def validate_engine(self) -> None:
+        if self.executor == "slurm" and not self.slurm_partition:
+            raise PycpilotError("--executor slurm needs --slurm-partition")
+        if self.executor is None:
+            stray = [k for k in ("work_dir", "slurm_partition", "ray_address") if getattr(self, k) is not None]
+            if stray:
+                option = "--" + stray[0].replace("_", "-")
+                raise PycpilotError(f"{option} is for the datatrove engine: add --executor local|slurm|ray")
+        bad = [kv for kv in self.slurm_sbatch if "=" not in kv or not kv.split("=", 1)[0].strip()]
+        if bad:
+            raise PycpilotError(f"--slurm-sbatch takes KEY=VALUE pairs, not {bad[0]!r}")
+
+
+ENGINE_FIELDS = frozenset(EngineSettings.__dataclass_fields__)
+
+
+@dataclass
+class Stage:
+    name: str
+    pipeline: list
+    tasks: int
+
+
+def work_dir_of(cfg: EngineSettings, out: Path) -> Path:
+    if cfg.work_dir is not None:
+        work = Path(cfg.work_dir).expanduser()
+        if not work.is_dir():
+            raise PycpilotError(
+                f"work dir {work} does not exist: create it (on Slurm and Ray, on a filesystem every node sees)"
+            )
+        return work.resolve()
+    out = Path(out).resolve()
+    return out.with_name(out.name + ".work")
+
+
+def claim(work: Path, cfg: Any, ignore: frozenset[str] | set[str], data: tuple[str, ...]) -> None:
+    """Record the settings a work folder is for; resuming with other settings would mix two inputs."""
+    wanted = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in ignore}
+    record = work / "settings.json"
+    if record.is_file():
+        try:
+            had = json.loads(record.read_text())
+        except ValueError:
+            had = None
+        if had != wanted:
+            changed = sorted(k for k in wanted if not isinstance(had, dict) or had.get(k) != wanted[k])
+            raise PycpilotError(
+                f"work dir {work} holds an unfinished run with other settings ({', '.join(changed) or 'unreadable'}):"
+                " rerun with those, or remove the folder or pass another --work-dir"
+            )
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    clear_work(work, data, logs=True)  # a finished run's completion markers would make this one skip its tasks
+    tmp = record.with_name(".settings.json.tmp")
+    tmp.write_text(json.dumps(wanted, indent=1, default=str))
+    os.replace(tmp, record)
+
+
+def clear_work(root: str | Path, data: tuple[str, ...], logs: bool = False) -> None:
+    """Remove a finished (or abandoned) run's data from a work folder; its logs too when `logs`."""
+    import shutil
+
+    root = Path(root)
+    for name in (*data, *(("logs",) if logs else ())):
+        shutil.rmtree(root / name, ignore_errors=True)
+    for name in ("timings.json", "settings.json"):
+        (root / name).unlink(missing_ok=True)
+
+
+def run_stages(cfg: EngineSettings, command: str, work: Path, stages: list[Stage], quiet: bool) -> bool:
+    """Run (local, Ray) or submit (Slurm) the stages; True once they ran, False when only submitted.
+
+    Before each stage, WORK/timings.json holds the seconds of the stages before it (for a last stage's manifest)."""
+    quiet_logs()
+    if cfg.executor == "slurm":
+        _submit_slurm(cfg, command, work, stages, quiet)
+        return False
+    if cfg.executor == "ray":
+        _start_ray(cfg)
+    timings: dict[str, float] = {}
+    for number, stage in enumerate(stages, 1):
+        (work / "timings.json").write_text(json.dumps(timings))
+        start = time.perf_counter()
+        executor = _executor(cfg, work, stage)
+        label = f"{command} [{number}/{len(stages)}] {stage.name}"
+        with _Progress(label, work / "logs" / stage.name, stage.tasks, quiet):
+            try:
+                executor.run()
+            except Exception as exc:
+                raise _failed(command, stage, executor, work, exc) from None
+            finally:
+                quiet_logs()  # a task run in this process put datatrove's default logger back
+        if executor.get_incomplete_ranks(range(stage.tasks)):
+            raise _failed(command, stage, executor, work, None)
+        timings[f"{stage.name}_s"] = time.perf_counter() - start
+    return True
+
+
+class _Progress:
+    """A bar of finished tasks (datatrove's completion markers), polled while the executor runs."""
+
+    def __init__(self, desc: str, logs: Path, tasks: int, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self.done_dir = logs / "completions"
+        self.bar = tqdm(desc=desc, total=tasks, unit=" tasks", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _count(self) -> int:
+        try:
+            return sum(1 for _ in self.done_dir.iterdir())
+        except OSError:
+            return 0
+
+    def _poll(self) -> None:
+        while not self.stop.wait(0.5):
+            self.bar.update(self._count() - self.bar.n)
+
+    def __enter__(self) -> _Progress:
+        self.bar.update(self._count())  # tasks a resumed run finished before
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.bar.update(self._count() - self.bar.n)
+        self.bar.close()
+
+
+def _failed(command: str, stage: Stage, executor: Any, work: Path, exc: BaseException | None) -> PycpilotError:
+    missing = executor.get_incomplete_ranks(range(stage.tasks))
+    which = f"task {missing[0]:05d}" if missing else "a task"
+    log = work / "logs" / stage.name / "logs" / f"task_{missing[0]:05d}.log" if missing else work / "logs" / stage.name
+    reason = f": {str(exc).strip().splitlines()[-1][:200]}" if exc is not None and str(exc).strip() else ""
+    return PycpilotError(
+        f"{command}: the {stage.name} stage failed in {which} of {stage.tasks}{reason} (log: {log}); run the same "
+        f"command again to resume: finished tasks are kept"
+    )
+
+
+def _executor(cfg: EngineSettings, work: Path, stage: Stage) -> Any:
+    logs = str(work / "logs" / stage.name)
+    if cfg.executor == "ray":
+        from datatrove.executor import RayPipelineExecutor
+
+        return RayPipelineExecutor(
+            stage.pipeline,
+            tasks=stage.tasks,
+            workers=cfg.workers or -1,
+            logging_dir=logs,
+            mem_per_cpu_gb=cfg.task_mem_gb,
+        )
+    from datatrove.executor import LocalPipelineExecutor
+
+    workers = min(cfg.workers or os.cpu_count() or 1, stage.tasks)
+    return LocalPipelineExecutor(stage.pipeline, tasks=stage.tasks, workers=workers, logging_dir=logs)
+
+
+def _start_ray(cfg: EngineSettings) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.ray_address
+    if address and address != "auto":
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host or address, int(port or 6379)), timeout=5).close()
+        except (OSError, ValueError) as exc:
+            raise PycpilotError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=cfg.workers or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    except Exception as exc:  # ConnectionError, a version mismatch, ...
+        raise PycpilotError(f"cannot start or join Ray ({address or 'local'}): {str(exc).splitlines()[0]}") from None
+
+
+def _submit_slurm(cfg: EngineSettings, command: str, work: Path, stages: list[Stage], quiet: bool) -> None:
+    """Submit the stages as sbatch jobs, each depending on the one before (afterok)."""
+    from datatrove.executor import SlurmPipelineExecutor
+
+    venv = Path(sys.prefix) / "bin" / "activate"
+    extra = dict(kv.split("=", 1) for kv in cfg.slurm_sbatch)
+    previous = None
+    executors = []
+    for stage in stages:
+        previous = SlurmPipelineExecutor(
+            stage.pipeline,
+            tasks=stage.tasks,
+            time=cfg.slurm_time,
+            partition=cfg.slurm_partition or "",
+            workers=cfg.workers or -1,
+            mem_per_cpu_gb=cfg.task_mem_gb,
+            job_name=f"pycpilot-{command}-{stage.name}",
+            venv_path=str(venv) if venv.is_file() else None,
+            sbatch_args=extra,
+            logging_dir=str(work / "logs" / stage.name),
+            slurm_logs_folder=str(work / "slurm" / stage.name),
+            depends=previous,
+        )
+        executors.append((stage.name, previous))
+    assert previous is not None
+    try:
+        previous.run()  # launches the chain, first stage first
+    except Exception as exc:
+        raise PycpilotError(f"{command}: sbatch failed: {str(exc).strip().splitlines()[-1][:200]}") from None
+    if not quiet:
+        for name, ex in executors:
+            print(f"{command}: submitted {name} as Slurm job {ex.job_id}", file=sys.stderr)
+        print(f"{command}: the output appears when the last job ends (logs: {work / 'logs'})", file=sys.stderr)
+
+
+def quiet_logs() -> None:
+    """datatrove's loguru output on stderr: warnings only, one line each, no tracebacks (the error that ends
+    a run is PYCPilot's one line; the task's log file keeps everything)."""
+    from datatrove.utils.logging import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING", format="{message}", filter=lambda r: r["exception"] is None)
+
+
+def install_quiet_logs() -> None:
+    """Make every task (in this process, a pool worker, a Slurm job or a Ray worker) log as `quiet_logs`
+    says, with datatrove's full log file per task kept. datatrove has no option for this: its task logger
+    puts INFO and tracebacks on stderr, so its two logging functions are replaced here."""
+    import datatrove.executor.base as base
+    import datatrove.utils.logging as trove_logging
+    from datatrove.utils.logging import logger
+
+    def task_logger(logging_dir: Any, rank: int, local_rank: int = 0, node_rank: int = -1) -> Any:
+        quiet_logs()
+        logfile = logging_dir.open(f"logs/task_{rank:05d}.log", "w")
+        logger.add(logfile, level="DEBUG", colorize=False)
+        return logfile
+
+    base.add_task_logger = task_logger
+    trove_logging.setup_default_logger = quiet_logs
