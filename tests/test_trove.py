@@ -14,7 +14,7 @@ from pycpilot.data import build_dataset
 from pycpilot.errors import PycpilotError
 
 pytest.importorskip("datatrove")
-from pycpilot.data.trove.clean import shard_entries
+from pycpilot.data.trove.shards import shard_entries
 
 from conftest import good_code, write, write_repos
 
@@ -44,6 +44,7 @@ def _assert_same_as_pool(pool: Path, trove: Path) -> None:
     assert b["content_sha256"] == a["content_sha256"]  # same rows, same order, same copies, same split
     assert b["filters"] == a["filters"]
     assert b["splits"] == a["splits"] and b["kept"] == a["kept"] and b["seen"] == a["seen"]
+    assert b["sources"] == a["sources"]  # per source: counts by reason and the input hash
     assert _paths(trove) == _paths(pool)
     assert b["engine"]["name"] == "datatrove" and a["engine"]["name"] == "pool"
 
@@ -73,6 +74,20 @@ def test_local_executor_keeps_what_the_pool_keeps(corpus: Path, pool_out: Path, 
     assert parquet == ["train-00000-of-00001.parquet", "valid-00000-of-00001.parquet"]
     train = datasets.Dataset.from_parquet(str(out / "parquet" / parquet[0]))
     assert train.column_names[:5] == ["repo_name", "path", "copies", "size", "content"]
+
+
+@pytest.mark.parametrize("switch", [{"exact_dedup": False}, {"near_dedup": False}, {"heuristics": False}])
+def test_the_switches_mean_the_same_on_both_engines(corpus: Path, cfg_for, tmp_path: Path, switch: dict) -> None:
+    build_dataset(cfg_for(corpus, out=tmp_path / "p", **switch))
+    build_dataset(cfg_for(corpus, out=tmp_path / "t", executor="local", tasks=2, workers=2, **switch))
+    _assert_same_as_pool(tmp_path / "p", tmp_path / "t")
+
+
+def test_nothing_left_is_one_line_on_both_engines(corpus: Path, cfg_for, tmp_path: Path) -> None:
+    for engine in ({}, {"executor": "local", "tasks": 2, "workers": 1}):
+        with pytest.raises(PycpilotError, match=r"no file left after cleaning: all \d+ files were removed"):
+            build_dataset(cfg_for(corpus, keywords=["no-file-mentions-this"], **engine))
+        assert not (tmp_path / "out").exists()
 
 
 def test_an_interrupted_run_resumes_with_finished_tasks_kept(
@@ -179,6 +194,13 @@ def test_slurm_submission_then_its_jobs_in_order(
     for previous, a in zip(stage_ids, stage_args[1:], strict=False):
         assert f"--dependency=afterok:{previous}" in a
 
+    # Submitting again while those jobs are queued (squeue lists one of them) is refused; nothing is submitted.
+    write(bin_dir / "squeue", "#!/bin/sh\necho 1003\n").chmod(0o755)
+    with pytest.raises(PycpilotError, match=r"Slurm jobs 1003 of an earlier submission .* still queued"):
+        build_dataset(cfg_for(corpus, slurm_sbatch=["account=abc"], **cfg))
+    assert len(list(jobs.glob("*.sh"))) == 10
+    (bin_dir / "squeue").unlink()
+
     # Run the jobs as Slurm would: each array task unpickles its stage and runs its rank.
     monkeypatch.setenv("SLURM_NODELIST", "node1")
     for s in stages:
@@ -209,3 +231,27 @@ def test_pack_on_executors_gives_the_ids_of_one_process(train_pack: Path, tmp_pa
         assert manifest["splits"][split] == one["splits"][split]
     assert manifest["splits"]["train"]["fim_files"] > 0  # FIM layouts were drawn per file in the tasks
     assert manifest["engine"]["executor"] == "local" and not (tmp_path / "packed.work").exists()
+
+
+def test_dataset_sources_are_dealt_in_slices_and_row_groups(
+    pool_out: Path, cfg_for, tmp_path: Path, monkeypatch
+) -> None:
+    """A saved DatasetDict (slices of rows) and a Parquet file of many row groups: the same files as the pool."""
+    import pyarrow.parquet as pq
+
+    from pycpilot.data.trove import shards
+
+    saved = datasets.load_from_disk(str(pool_out))
+    parquet = tmp_path / "rows.parquet"
+    rows = saved["train"].data.table.slice(0, 20)
+    pq.write_table(rows, parquet, row_group_size=3)
+    sources = [pool_out, parquet]
+    monkeypatch.setattr(shards, "_BATCH", 4)  # slices of 4 rows, so 3 tasks share even this small dataset
+    dealt = [[(s, j) for s, j, _ in shards.shard_entries(cfg_for(*sources), rank, 3)] for rank in range(3)]
+    every = [entry for d in dealt for entry in d]
+    assert len(every) == len(set(every)) == sum(len(d) for d in saved.values()) + len(rows)  # each record once
+    assert all(any(s == 0 for s, _ in d) and any(s == 1 for s, _ in d) for d in dealt)  # all tasks read both
+    build_dataset(cfg_for(*sources, out=tmp_path / "p", valid_fraction=0.2))
+    # workers=1: the tasks run in this process, with the 4-row slices
+    build_dataset(cfg_for(*sources, out=tmp_path / "t", valid_fraction=0.2, executor="local", tasks=3, workers=1))
+    _assert_same_as_pool(tmp_path / "p", tmp_path / "t")

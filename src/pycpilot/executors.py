@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -91,6 +92,18 @@ class Stage:
     tasks: int
 
 
+def enter(cwd: str) -> None:
+    """Run a task from the folder the command was given in, so relative paths mean there what they meant
+    there (a Ray worker or a Slurm job starts elsewhere)."""
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        raise PycpilotError(
+            f"this node cannot enter {cwd}, where the command ran ({exc.strerror}): run it from a folder every "
+            "node sees, or give absolute paths on a shared filesystem"
+        ) from None
+
+
 def work_dir_of(cfg: EngineSettings, out: Path) -> Path:
     if cfg.work_dir is not None:
         work = Path(cfg.work_dir).expanduser()
@@ -103,9 +116,12 @@ def work_dir_of(cfg: EngineSettings, out: Path) -> Path:
     return out.with_name(out.name + ".work")
 
 
-def claim(work: Path, cfg: Any, ignore: frozenset[str] | set[str], data: tuple[str, ...]) -> None:
-    """Record the settings a work folder is for; resuming with other settings would mix two inputs."""
+def claim(
+    work: Path, cfg: Any, ignore: frozenset[str] | set[str], data: tuple[str, ...], inputs: dict[str, Any] | None = None
+) -> None:
+    """Record the settings (and input hashes) a work folder is for; resuming with others would mix two inputs."""
     wanted = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in ignore}
+    wanted |= inputs or {}
     record = work / "settings.json"
     if record.is_file():
         try:
@@ -133,7 +149,7 @@ def clear_work(root: str | Path, data: tuple[str, ...], logs: bool = False) -> N
     root = Path(root)
     for name in (*data, *(("logs",) if logs else ())):
         shutil.rmtree(root / name, ignore_errors=True)
-    for name in ("timings.json", "settings.json"):
+    for name in ("timings.json", "settings.json", *(("slurm_jobs.json",) if logs else ())):
         (root / name).unlink(missing_ok=True)
 
 
@@ -200,14 +216,29 @@ class _Progress:
 
 
 def _failed(command: str, stage: Stage, executor: Any, work: Path, exc: BaseException | None) -> PycpilotError:
+    """One line: the stage, the task that failed (the first unfinished one whose log names an error), why, its log."""
+    logs = work / "logs" / stage.name / "logs"
     missing = executor.get_incomplete_ranks(range(stage.tasks))
-    which = f"task {missing[0]:05d}" if missing else "a task"
-    log = work / "logs" / stage.name / "logs" / f"task_{missing[0]:05d}.log" if missing else work / "logs" / stage.name
-    reason = f": {str(exc).strip().splitlines()[-1][:200]}" if exc is not None and str(exc).strip() else ""
+    errors = {rank: _last_error(logs / f"task_{rank:05d}.log") for rank in missing}
+    rank = next((r for r in missing if errors[r]), missing[0] if missing else None)
+    which = f"task {rank:05d}" if rank is not None else "a task"
+    log = logs / f"task_{rank:05d}.log" if rank is not None else logs
+    text = str(exc).strip() if exc is not None else ""
+    text = text or (errors.get(rank, "") if rank is not None else "")
+    reason = f": {text.splitlines()[-1][:200]}" if text else ""
     return PycpilotError(
         f"{command}: the {stage.name} stage failed in {which} of {stage.tasks}{reason} (log: {log}); run the same "
         f"command again to resume: finished tasks are kept"
     )
+
+
+def _last_error(log: Path) -> str:
+    """The last line of a task log that names an error (Ray retries a task and raises nothing here)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((line for line in reversed(lines) if "Error" in line or "Exception" in line), "")
 
 
 def _executor(cfg: EngineSettings, work: Path, stage: Stage) -> Any:
@@ -250,9 +281,17 @@ def _start_ray(cfg: EngineSettings) -> None:
 
 
 def _submit_slurm(cfg: EngineSettings, command: str, work: Path, stages: list[Stage], quiet: bool) -> None:
-    """Submit the stages as sbatch jobs, each depending on the one before (afterok)."""
+    """Submit the stages as sbatch jobs, each depending on the one before (afterok); refuse while an earlier
+    submission of this work folder is still queued, and cancel a chain that could not be submitted whole."""
     from datatrove.executor import SlurmPipelineExecutor
 
+    record = work / "slurm_jobs.json"
+    queued = _still_queued(json.loads(record.read_text()) if record.is_file() else {})
+    if queued:
+        raise PycpilotError(
+            f"{command}: Slurm jobs {', '.join(queued)} of an earlier submission for {work} are still queued or "
+            "running: wait for them, or scancel them and run again"
+        )
     venv = Path(sys.prefix) / "bin" / "activate"
     extra = dict(kv.split("=", 1) for kv in cfg.slurm_sbatch)
     previous = None
@@ -277,11 +316,28 @@ def _submit_slurm(cfg: EngineSettings, command: str, work: Path, stages: list[St
     try:
         previous.run()  # launches the chain, first stage first
     except Exception as exc:
+        submitted = [str(ex.job_id) for _, ex in executors if ex.job_id not in (None, -1)]
+        if submitted:
+            subprocess.run(["scancel", *submitted], capture_output=True, check=False)
         raise PycpilotError(f"{command}: sbatch failed: {str(exc).strip().splitlines()[-1][:200]}") from None
+    jobs = {name: str(ex.job_id) for name, ex in executors if ex.job_id not in (None, -1)}
+    record.write_text(json.dumps(jobs))
     if not quiet:
-        for name, ex in executors:
-            print(f"{command}: submitted {name} as Slurm job {ex.job_id}", file=sys.stderr)
+        for name, job in jobs.items():
+            print(f"{command}: submitted {name} as Slurm job {job}", file=sys.stderr)
         print(f"{command}: the output appears when the last job ends (logs: {work / 'logs'})", file=sys.stderr)
+
+
+def _still_queued(jobs: dict[str, str]) -> list[str]:
+    if not jobs:
+        return []
+    try:
+        out = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(jobs.values())], capture_output=True,
+                             text=True, timeout=60, check=False).stdout  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return []  # no squeue here: nothing to check against
+    listed = {line.strip().split("_")[0] for line in out.splitlines() if line.strip()}
+    return [job for job in jobs.values() if job in listed]
 
 
 def quiet_logs() -> None:
@@ -298,6 +354,7 @@ def install_quiet_logs() -> None:
     says, with datatrove's full log file per task kept. datatrove has no option for this: its task logger
     puts INFO and tracebacks on stderr, so its two logging functions are replaced here."""
     import datatrove.executor.base as base
+    import datatrove.executor.ray as ray_executor
     import datatrove.utils.logging as trove_logging
     from datatrove.utils.logging import logger
 
@@ -308,4 +365,5 @@ def install_quiet_logs() -> None:
         return logfile
 
     base.add_task_logger = task_logger
+    ray_executor.add_task_logger = task_logger  # it imports the function by name
     trove_logging.setup_default_logger = quiet_logs

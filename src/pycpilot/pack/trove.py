@@ -21,11 +21,21 @@ import numpy as np
 from datatrove.pipeline.base import PipelineStep
 
 from pycpilot.data.load import SPLITS, load_data_dir
-from pycpilot.executors import ENGINE_FIELDS, Stage, claim, clear_work, install_quiet_logs, run_stages, work_dir_of
+from pycpilot.executors import (
+    ENGINE_FIELDS,
+    Stage,
+    claim,
+    clear_work,
+    enter,
+    install_quiet_logs,
+    run_stages,
+    work_dir_of,
+)
 from pycpilot.manifest import MANIFEST, atomic_output_dir, check_output_dir, write_json_atomic
 from pycpilot.pack.config import PackConfig
 from pycpilot.pack.encode import BlockWriter, SplitStats, encode_files, prepare
 from pycpilot.pack.summary import PackResult, finish, report
+from pycpilot.pretrained import tokenizer_folder
 
 install_quiet_logs()  # in every process that unpickles a step: pool workers, Slurm jobs, Ray workers
 
@@ -38,13 +48,20 @@ def _stream(work: Path, split: str, rank: int) -> Path:
     return work / "tokens" / split / f"{rank:05d}.bin"
 
 
-class EncodeStep(PipelineStep):
+class _Step(PipelineStep):
     type = "PYCPilot"
-    name = "encode: files to ids"
 
     def __init__(self, cfg: PackConfig, work: str) -> None:
         super().__init__()
-        self.cfg, self.work = cfg, work
+        self.cfg, self.work, self.cwd = cfg, work, os.getcwd()
+
+    def __call__(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Any:
+        enter(self.cwd)
+        return super().__call__(data, rank, world_size)
+
+
+class EncodeStep(_Step):
+    name = "encode: files to ids"
 
     def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> None:
         cfg = self.cfg
@@ -70,13 +87,12 @@ class EncodeStep(PipelineStep):
             self.stat_update("files", value=stats.files)
 
 
-class MergeStep(PipelineStep):
-    type = "PYCPilot"
+class MergeStep(_Step):
     name = "merge: streams to blocks"
 
     def __init__(self, cfg: PackConfig, work: str, engine: dict[str, Any]) -> None:
-        super().__init__()
-        self.cfg, self.work, self.engine = cfg, work, engine
+        super().__init__(cfg, work)
+        self.engine = engine
 
     def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> None:
         cfg, work = self.cfg, Path(self.work)
@@ -126,7 +142,11 @@ def pack_with_datatrove(cfg: PackConfig) -> PackResult | None:
     prepare(dataclasses.replace(cfg, threads=1))  # a bad tokenizer or context length fails here, before any task
     load_data_dir(cfg.data)
     work = work_dir_of(cfg, out)
-    claim(work, cfg, _NOT_WORK, _DATA)
+    from pycpilot.data.load import data_hash
+    from pycpilot.tokenizer.load import tokenizer_hash
+
+    inputs = {"data_sha256": data_hash(cfg.data), "tokenizer_sha256": tokenizer_hash(tokenizer_folder(cfg.tokenizer))}
+    claim(work, cfg, _NOT_WORK, _DATA, inputs)  # a rebuilt data folder or tokenizer is not resumed
     engine = {"name": "datatrove", "executor": cfg.executor, "tasks": cfg.tasks, "workers": cfg.workers,
               "work_dir": str(work)}  # fmt: skip
     stages = [

@@ -7,9 +7,13 @@ Memory: a few numbers per kept file (order, digest, copies, repository id); the 
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import json
+import struct
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +30,6 @@ from pycpilot.data.split import split_repo_ids
 from pycpilot.data.trove.layout import Work
 from pycpilot.errors import PycpilotError
 from pycpilot.manifest import MANIFEST, atomic_output_dir, write_json_atomic
-
-
-class _Digest:
-    def __init__(self, hexdigest: str) -> None:
-        self._hex = hexdigest
-
-    def hexdigest(self) -> str:
-        return self._hex
 
 
 class _Rows:
@@ -56,7 +52,7 @@ class Totals:
         self.sources = [SourceStats(spec, describe_source(spec)) for spec in cfg.sources]
         self.removed: dict[str, Tally] = defaultdict(Tally)
         self.contaminated: Counter[str] = Counter()
-        digests = [[] for _ in cfg.sources]
+        self.copies: Any = []  # the kept rows' values, set once they are ordered
         for rank in range(tasks):
             clean = json.loads(work.tally("clean", rank).read_text())["sources"]
             keep = json.loads(work.tally("keep", rank).read_text())
@@ -67,21 +63,29 @@ class Totals:
                 stats.kept.files += k["kept"][0]
                 stats.kept.bytes += k["kept"][1]
                 stats.skipped_folders += c["skipped_folders"]
-                digests[s].append(c["digest"])
                 for reason, (files, size) in [*c["removed"].items(), *k["removed"].items()]:
                     for tally in (stats.removed[reason], self.removed[reason]):
                         tally.files += files
                         tally.bytes += size
             self.contaminated.update(keep["contaminated"])
-        for stats, per_task in zip(self.sources, digests, strict=True):
-            # One digest per task, in task order: another engine (or task count) gives another input hash.
-            stats.digest = _Digest(hashlib_of(per_task))
+        for stats, digest in zip(self.sources, _input_digests(work, tasks, len(self.sources)), strict=True):
+            stats.digest = digest
 
 
-def hashlib_of(parts: list[str]) -> str:
-    import hashlib
+def _records(path: Path) -> Iterator[tuple[int, bytes]]:
+    with open(path, "rb") as f:
+        while head := f.read(12):
+            order, n = struct.unpack("<QI", head)
+            yield order, f.read(n)
 
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+def _input_digests(work: Work, tasks: int, sources: int) -> list[Any]:
+    """Each source's input hash as the pool computes it: its files' lines in corpus order (the tasks' records
+    merged by their order keys, a few at a time)."""
+    digests = [hashlib.sha256() for _ in range(sources)]
+    for order, line in heapq.merge(*(_records(work.inputs(rank)) for rank in range(tasks))):
+        digests[order >> 40].update(line)
+    return digests
 
 
 def assemble(cfg: DataConfig, work: Work, tasks: int, timings: dict[str, float], engine: dict[str, Any]) -> dict:

@@ -10,6 +10,7 @@ from typing import Any
 from pycpilot.data.config import DataConfig
 from pycpilot.data.sources import describe_source, source_path
 from pycpilot.data.trove.layout import DATA
+from pycpilot.errors import PycpilotError
 from pycpilot.executors import ENGINE_FIELDS, Stage, claim, clear_work, run_stages, work_dir_of
 from pycpilot.manifest import check_output_dir
 
@@ -36,6 +37,11 @@ def build_with_datatrove(cfg: DataConfig) -> Any:
 
     for spec in cfg.sources:
         describe_source(spec)  # a missing or unusable source fails here, before any job starts
+        if spec in ("stdlib", "site-packages") and (cfg.executor == "slurm" or cfg.ray_address):
+            raise PycpilotError(
+                f"source {spec} is this machine's own: on a cluster every node would list its own; copy the files to "
+                "a shared folder and give that (or use --executor local)"
+            )
     out = Path(cfg.out)
     check_output_dir(out, cfg.overwrite, "data", tuple(p for s in cfg.sources if (p := source_path(s)) is not None))
     work = work_dir_of(cfg, out)

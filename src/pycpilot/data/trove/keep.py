@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 from collections import Counter
 from typing import Any
 
@@ -27,7 +28,7 @@ def keep_shard(work: Work, rank: int, sources: int) -> dict[str, Any]:
     meta = np.load(work.meta(rank), mmap_mode="r")
     per_source: list[dict[str, Any]] = [{"kept": [0, 0], "removed": {}} for _ in range(sources)]
     contaminated: Counter[str] = Counter()
-    kept_meta: list[tuple[int, bytes, int]] = []
+    kept_order, kept_digests, kept_copies = array("Q"), bytearray(), array("I")
 
     def count(s: int, reason: str, size: int) -> None:
         files_bytes = per_source[s]["removed"].setdefault(reason, [0, 0])
@@ -39,7 +40,7 @@ def keep_shard(work: Work, rank: int, sources: int) -> dict[str, Any]:
     try:
         with pa.ipc.open_stream(str(work.clean(rank))) as reader, pa.ipc.new_stream(str(tmp), SCHEMA) as writer:
             for batch in reader:
-                cols = batch.to_pydict()
+                cols = batch.select(["size", "_source", "_reason", "_detail", "_digest"]).to_pydict()
                 keep_at: list[int] = []
                 copies: list[str] = []
                 for i in range(batch.num_rows):
@@ -54,7 +55,9 @@ def keep_shard(work: Work, rank: int, sources: int) -> dict[str, Any]:
                         n = int(meta[row]["copies"]) + extra.get(row, 0)
                         keep_at.append(i)
                         copies.append(str(n))
-                        kept_meta.append((int(meta[row]["order"]), np.frombuffer(cols["_digest"][i], np.uint8), n))
+                        kept_order.append(int(meta[row]["order"]))
+                        kept_digests += cols["_digest"][i]
+                        kept_copies.append(n)
                         per_source[s]["kept"][0] += 1
                         per_source[s]["kept"][1] += size
                     row += 1
@@ -65,7 +68,12 @@ def keep_shard(work: Work, rank: int, sources: int) -> dict[str, Any]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    save_npy(work.kept_meta(rank), np.array(kept_meta, dtype=KEPT))
+    kept_meta = np.zeros(len(kept_order), dtype=KEPT)
+    if len(kept_order):
+        kept_meta["order"] = np.frombuffer(kept_order, dtype="<u8")
+        kept_meta["digest"] = np.frombuffer(bytes(kept_digests), dtype=np.uint8).reshape(-1, 16)
+        kept_meta["copies"] = np.frombuffer(kept_copies, dtype="<u4")
+    save_npy(work.kept_meta(rank), kept_meta)
     os.replace(tmp, work.kept(rank))
     tally = {"sources": per_source, "contaminated": dict(contaminated)}
     out = temp_of(work.tally("keep", rank))

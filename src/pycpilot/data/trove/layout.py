@@ -50,7 +50,9 @@ class Bands:
         return self.b + 1
 
     def exact_band(self, content_hash: str) -> np.ndarray:
-        return np.frombuffer(hashlib.shake_128(content_hash.encode()).digest(4 * self.r), dtype="<u4")
+        values = np.frombuffer(hashlib.shake_128(content_hash.encode()).digest(4 * self.r), dtype="<u4").copy()
+        values[0] &= 0x7FFFFFFF  # datatrove stops reading a bucket file at a first value of 2**32 - 1
+        return values
 
     def trove_config(self) -> Any:
         from datatrove.pipeline.dedup.minhash import MinhashConfig
@@ -76,6 +78,18 @@ class Work:
 
     def clean(self, rank: int) -> Path:
         return self.root / "clean" / f"{rank:05d}.arrow"
+
+    def inputs(self, rank: int) -> Path:
+        return self.root / "clean" / f"{rank:05d}.inputs"
+
+    def band_temp(self, band: int, rank: int) -> Path:
+        path = self.root / "tmp" / f"bucket_{band:03d}-{rank:05d}.sig"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def clear_temps(self, rank: int) -> None:
+        for stale in (self.root / "tmp").glob(f"*-{rank:05d}.sig"):
+            stale.unlink(missing_ok=True)
 
     def meta(self, rank: int) -> Path:
         return self.root / "clean" / f"{rank:05d}.meta.npy"
@@ -126,4 +140,4 @@ def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-DATA = ("clean", "sigs", "dups", "decisions", "kept", "tally")  # what a finished run leaves to remove
+DATA = ("clean", "sigs", "dups", "decisions", "kept", "tally", "tmp")  # what a finished run leaves to remove

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets
 
 from pycpilot.data.config import DataConfig
 from pycpilot.data.trove.layout import DATA, Work
-from pycpilot.executors import clear_work, install_quiet_logs
+from pycpilot.executors import clear_work, enter, install_quiet_logs
 
 install_quiet_logs()  # in every process that unpickles a step: pool workers, Slurm jobs, Ray workers
 
@@ -21,7 +22,11 @@ class _Step(PipelineStep):
 
     def __init__(self, cfg: DataConfig, work: str) -> None:
         super().__init__()
-        self.cfg, self.work = cfg, work
+        self.cfg, self.work, self.cwd = cfg, work, os.getcwd()
+
+    def __call__(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Any:
+        enter(self.cwd)
+        return super().__call__(data, rank, world_size)
 
 
 class BucketsStep(MinhashDedupBuckets):
@@ -42,7 +47,8 @@ class CleanStep(_Step):
     name = "clean: read, check, MinHash"
 
     def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> None:
-        from pycpilot.data.trove.clean import CleanShard, shard_entries
+        from pycpilot.data.trove.clean import CleanShard
+        from pycpilot.data.trove.shards import shard_entries
 
         shard = CleanShard(self.cfg, Work(self.work), rank)
         try:
