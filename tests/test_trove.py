@@ -255,3 +255,25 @@ def test_dataset_sources_are_dealt_in_slices_and_row_groups(
     # workers=1: the tasks run in this process, with the 4-row slices
     build_dataset(cfg_for(*sources, out=tmp_path / "t", valid_fraction=0.2, executor="local", tasks=3, workers=1))
     _assert_same_as_pool(tmp_path / "p", tmp_path / "t")
+
+
+def test_near_duplicate_chains_decide_as_the_pool(cfg_for, tmp_path: Path) -> None:
+    """Variants of a few files with overlapping sets of renamed helpers: similarities spread around the
+    threshold and chains (A ~ B, B ~ C, A !~ C) where keep-first and verification decide, not the buckets."""
+    import random
+
+    rng = random.Random(5)
+    root = tmp_path / "chains"
+    for base in range(3):
+        text = good_code(f"b{base}", extra=24)
+        for variant in range(10):
+            start = rng.randrange(0, 16)
+            renamed = text
+            for i in range(start, start + rng.randrange(1, 9)):
+                renamed = renamed.replace(f"helper_b{base}_{i}(", f"helper_b{base}_{i}_v{variant}(")
+            write(root / f"repo{rng.randrange(4)}" / f"b{base}_v{variant}.py", renamed)
+    build_dataset(cfg_for(root, out=tmp_path / "p"))
+    build_dataset(cfg_for(root, out=tmp_path / "t", executor="local", tasks=3, workers=2))
+    _assert_same_as_pool(tmp_path / "p", tmp_path / "t")
+    filters = {f["filter"]: f["files"] for f in _manifest(tmp_path / "t")["filters"]}
+    assert 5 <= filters["near duplicate"] <= 25  # some variants go, others are far enough to stay
