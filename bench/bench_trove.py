@@ -14,6 +14,7 @@ datatrove path's throughput per core >= 0.8x the pool's, and its peak memory at 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import re
@@ -116,7 +117,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_trove"), help="corpora and outputs")
     args = ap.parse_args()
     pycpilot = [sys.executable, "-m", "pycpilot", "data", "-q", "--overwrite", "--num-proc", "2"]
-    rows, results = [], {}
+    rows, results, stages = [], {}, {}
     for scale in (1, args.scale):
         corpus = args.work / f"corpus{scale}x"
         t0 = time.perf_counter()
@@ -131,6 +132,9 @@ def main() -> None:
             wall, peak_sum, peak_anon = measure([*pycpilot, "--source", str(corpus), "--out", str(out), *extra])
             per_core = nbytes / 1e6 / wall / 2
             results[(name, scale)] = (per_core, peak_sum, peak_anon)
+            if name != "pool":
+                timings = json.loads((out / "manifest.json").read_text())["timings"]
+                stages[scale] = {k.removesuffix("_s"): v / (nbytes / 1e9) for k, v in timings.items() if k != "total_s"}
             rows.append([name, f"{scale}x", f"{files:,}", f"{nbytes / 1e9:.2f}", f"{wall:.0f}", f"{per_core:.1f}",
                          f"{peak_sum:.2f}", f"{peak_anon:.2f}"])  # fmt: skip
             print(
@@ -143,6 +147,8 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
     print(f"\n{cpu_model()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     print(table(HEADERS, rows))
+    print("\ndatatrove stages, seconds per GB of corpus:")
+    print(table(["corpus", *stages[1]], [[f"{k}x", *(f"{v:.1f}" for v in t.values())] for k, t in stages.items()]))
     s = args.scale
     ratio = results[("datatrove local", 1)][0] / results[("pool", 1)][0]
     print(f"throughput per core, datatrove / pool at 1x: {ratio:.2f}x (target >= 0.8x)")

@@ -84,7 +84,7 @@ def test_complete_is_one_job_alone_on_the_servers_loop(tiny_run: Path) -> None:
     from pycpilot.generate.text import Stopper
 
     completer = Completer(tiny_run)
-    params = SamplingParams(max_new_tokens=12, temperature=1.0, n=2, seed=5, scope="file")
+    params = SamplingParams(max_new_tokens=12, temperature=1.0, n=2, seed=6, scope="file")
     alone = completer.complete("def add(a, b):\n", params)
     assert [c.finish_reason for c in alone.completions] == ["length", "length"]
 

@@ -366,14 +366,14 @@ def test_a_client_that_leaves_cancels_its_request(stream: bool, tiny_run: Path) 
 def test_a_request_that_fails_in_the_worker_fails_alone(tiny_run: Path, monkeypatch) -> None:
     import pycpilot.generate.batch as batch_module
 
-    real = batch_module.sample_next
+    real = batch_module.draw
 
     def flaky(logits, temperature, *args):
-        if temperature == 0.123:  # this request's sampling breaks
+        if abs(float(temperature[0]) - 0.123) < 1e-6:  # this request's sampling breaks
             raise RuntimeError("sampling broke")
         return real(logits, temperature, *args)
 
-    monkeypatch.setattr(batch_module, "sample_next", flaky)
+    monkeypatch.setattr(batch_module, "draw", flaky)
     s, scheduler = _held(tiny_run)
     try:
         import concurrent.futures

@@ -2,25 +2,46 @@
 
 Each prompt is stripped and preceded by the end-of-text token (the model saw files start after one), sampled
 with top-p 0.95 up to 256 new tokens, and cut at a new top-level statement (`\\nclass`, `\\ndef`, `\\n#`, `\\n@`,
-`\\nprint`, `\\nif`), at a dedent out of the function, or at EOS. Seeds derive from `--seed`, the temperature's
-and the problem's index, so a run is reproducible sample for sample.
+`\\nprint`, `\\nif`), at a dedent out of the function, or at EOS.
+
+The samples of all problems go through one decode batch of `--batch-size` rows, kept full: as rows finish, the
+next problem's samples take the free rows (a problem's samples that start together share one prompt pass).
+Each sample has its own seed, from `--seed`, the temperature's and the problem's index and its own number, so
+a run is reproducible sample for sample whatever the batch size.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from pycpilot.evaluate.passk import summarize
 from pycpilot.generate import Completer
+from pycpilot.generate.batch import Completion, DecodeBatch, Job
+from pycpilot.generate.draw import row_seed
 from pycpilot.generate.sampling import SamplingParams
+from pycpilot.generate.text import Stopper
 
 if TYPE_CHECKING:  # humaneval.py calls this module: only the type comes back
     from pycpilot.evaluate.humaneval import HumanEvalConfig
+
+
+@dataclass
+class _Problem:
+    index: int
+    task: str
+    prompt: str
+    ids: list[int]
+    max_new: int
+    next_sample: int = 0
+    done: dict[int, Completion] = field(default_factory=dict)
 
 
 def sample_humaneval(
@@ -34,36 +55,116 @@ def sample_humaneval(
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     for t_index, temperature in enumerate(cfg.temperatures):
-        samples = []
-        start = time.perf_counter()
-        new_tokens = 0
-        bar = tqdm(tasks, desc=f"humaneval T={temperature}", unit="problem", disable=cfg.quiet, file=sys.stderr)
-        for p_index, task in enumerate(bar):
+        todo = []
+        for p_index, task in enumerate(tasks):
             prompt = problems[task]["prompt"].strip()
-            for first in range(0, cfg.n, cfg.batch_size):
-                seed = (((cfg.seed * 1009 + t_index) * 1009 + p_index) * 1009 + first) % 2**63  # what torch takes
-                params = SamplingParams(
-                    n=min(cfg.batch_size, cfg.n - first),
-                    max_new_tokens=cfg.max_new_tokens,
-                    temperature=temperature,
-                    top_p=cfg.top_p,
-                    scope="block",
-                    seed=seed,
-                )
-                out = completer.complete(prompt, params, bos=True)
-                new_tokens += sum(c.tokens for c in out.completions)
-                samples += [
-                    {"task_id": task, "temperature": temperature, "completion": c.text} for c in out.completions
-                ]
-            bar.set_postfix(tokens_per_s=f"{new_tokens / max(time.perf_counter() - start, 1e-9):,.0f}")
-        bar.close()
+            ids, _, max_new, _ = completer.prepare(prompt, None, cfg.max_new_tokens, bos=True)
+            todo.append(_Problem(p_index, task, prompt, ids, max_new))
+        start = time.perf_counter()
+        counts = _sample_all(completer, cfg, temperature, t_index, todo)
         sampling_s = time.perf_counter() - start
+        samples = [
+            {"task_id": p.task, "temperature": temperature, "completion": p.done[i].text}
+            for p in todo
+            for i in range(cfg.n)
+        ]
         scored, sandbox_s = score(samples)
         rows += scored
         summary[f"T={temperature}"] = summarize(scored) | {
             "sampling_seconds": round(sampling_s, 2),
-            "new_tokens_per_s": round(new_tokens / max(sampling_s, 1e-9), 1),
+            "new_tokens_per_s": round(counts["generated"] / max(sampling_s, 1e-9), 1),
+            "kept_tokens_per_s": round(counts["kept"] / max(sampling_s, 1e-9), 1),
             "sandbox_seconds": round(sandbox_s, 2),
             "engine": completer.engine,
         }
     return rows, summary
+
+
+def sample_seed(seed: int, t_index: int, p_index: int, sample: int) -> int:
+    """The seed of one sample: the same whichever samples share its batch."""
+    return row_seed((((seed * 1009 + t_index) * 1009 + p_index) * 1009) % 2**63, sample)
+
+
+def _sample_all(
+    completer: Completer, cfg: HumanEvalConfig, temperature: float, t_index: int, todo: list[_Problem]
+) -> dict[str, int]:
+    """Fill `done` of every problem with its `cfg.n` samples; the counts of generated and kept tokens."""
+    counts = {"generated": 0, "kept": 0}
+    total = len(todo) * cfg.n
+    bar = tqdm(total=total, desc=f"humaneval T={temperature}", unit=" samples", disable=cfg.quiet, file=sys.stderr)
+    start = time.perf_counter()
+
+    def finished(problem: _Problem, sample: int, c: Completion) -> None:
+        problem.done[sample] = c
+        counts["generated"] += c.tokens
+        counts["kept"] += len(completer.tokens(c.text)) if c.text else 0
+        bar.update(1)
+        elapsed = max(time.perf_counter() - start, 1e-9)
+        bar.set_postfix_str(
+            f"{counts['generated'] / elapsed:,.0f} tok/s generated, {counts['kept'] / elapsed:,.0f} kept"
+        )
+
+    def params(n: int, problem: _Problem) -> SamplingParams:
+        return SamplingParams(n=n, max_new_tokens=problem.max_new, temperature=temperature, top_p=cfg.top_p,
+                              scope="block", seed=cfg.seed)  # fmt: skip
+
+    try:
+        if completer.fast is None:  # transformers' generate: one problem's batch at a time
+            for p in todo:
+                for first in range(0, cfg.n, cfg.batch_size):
+                    n = min(cfg.batch_size, cfg.n - first)
+                    seed = sample_seed(cfg.seed, t_index, p.index, first)
+                    out = completer.complete_ids(p.ids, _with_seed(params(n, p), seed), _stoppers(p, n))
+                    for i, c in enumerate(out):
+                        finished(p, first + i, c)
+            return counts
+        _run_queue(completer, cfg, t_index, todo, params, finished)
+    finally:
+        bar.close()
+    return counts
+
+
+def _with_seed(params: SamplingParams, seed: int) -> SamplingParams:
+    return replace(params, seed=seed)
+
+
+def _stoppers(problem: _Problem, n: int) -> list[Stopper]:
+    return [Stopper(problem.prompt, [], "block") for _ in range(n)]
+
+
+def _run_queue(
+    completer: Completer,
+    cfg: HumanEvalConfig,
+    t_index: int,
+    todo: list[_Problem],
+    params: Callable[[int, _Problem], SamplingParams],
+    finished: Callable[[_Problem, int, Completion], None],
+) -> None:
+    """One decode batch kept full: whenever rows are free, the next samples (of one problem at a time) start."""
+    queue = deque(todo)
+    length = max(len(p.ids) + p.max_new for p in todo)
+    batch = DecodeBatch(completer, min(cfg.batch_size, len(todo) * cfg.n), length)
+    collecting = gc.isenabled()
+    gc.disable()  # no full collection in the middle of the loop (see Completer.complete_ids)
+    try:
+        while queue or batch.active:
+            while queue and batch.free:
+                p = queue[0]
+                n = min(len(batch.free), cfg.n - p.next_sample)
+                first = p.next_sample
+                p.next_sample += n
+                if p.next_sample == cfg.n:
+                    queue.popleft()
+                seeds = [sample_seed(cfg.seed, t_index, p.index, first + i) for i in range(n)]
+
+                def emit(kind: str, row: int | None, value: Any, p: _Problem = p, first: int = first) -> None:
+                    if kind == "done":
+                        finished(p, first + int(row or 0), value)
+
+                batch.start(Job(p.ids, params(n, p), _stoppers(p, n), emit, seeds=seeds))
+            _, failed = batch.advance()
+            for _, error in failed:
+                raise error
+    finally:
+        if collecting:
+            gc.enable()

@@ -2,9 +2,10 @@
 
 `pycpilot complete` runs one job alone on it; `serve`'s worker keeps it open and lets jobs join and leave
 between steps (continuous batching). Each row has a slot of the cache and its own position, so a row's tokens
-do not depend on which rows run beside it, and each job samples with its own generator: a seeded job gives the
-same text alone or among others. Rows finish through `Completer.finish_row` (stops, scope, EOS, length), the
-routine transformers' engine (hf.py) uses too.
+do not depend on which rows run beside it, and each row samples with its own generator (seeded from the job's
+seed and the row's number, or given per row; draw.py): a seeded sample gives the same text alone or among
+others. Rows finish through `Completer.finish_row` (stops, scope, EOS, length), the routine transformers' engine
+(hf.py) uses too.
 
 Prompt cache (serve): a slot keeps the keys and values of the last prompt it ran after its job ends, and a new
 job takes the free slot whose prompt shares the longest beginning with its own, running only the rest. Only
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pycpilot.generate.decode import sample_next
+from pycpilot.generate.draw import draw, row_seed, uniforms
 from pycpilot.generate.native import NativeStep
 from pycpilot.generate.sampling import SamplingParams
 from pycpilot.generate.text import Stopper
@@ -58,7 +59,9 @@ class Job:
     done: list[Completion | None] = field(default_factory=list)
     shown: list[int] = field(default_factory=list)
     logits: torch.Tensor | None = None
-    generator: torch.Generator | None = None
+    seeds: list[int] | None = None  # one per row (eval's samples); default: draw.row_seed(params.seed, row)
+    generators: list[torch.Generator] = field(default_factory=list)
+    settings: tuple[torch.Tensor, ...] = ()  # temperature, top-k, top-p per row, for draw()
 
     def out_of_time(self) -> bool:
         late = self.deadline is not None and time.monotonic() > self.deadline
@@ -135,7 +138,14 @@ class DecodeBatch:
         allowed = self.completer.first_mask(job.healed)
         if allowed is not None:
             job.logits.masked_fill_(~allowed[: job.logits.shape[-1]].to(job.logits.device), float("-inf"))
-        job.generator = torch.Generator(job.logits.device).manual_seed(job.params.seed)
+        device, n, p = job.logits.device, job.params.n, job.params
+        seeds = job.seeds if job.seeds is not None else [row_seed(p.seed, r) for r in range(n)]
+        job.generators = [torch.Generator(device).manual_seed(s) for s in seeds]
+        job.settings = (
+            torch.full((n,), p.temperature, device=device),
+            torch.full((n,), p.top_k, dtype=torch.long, device=device),
+            torch.full((n,), p.top_p, device=device),
+        )
         job.rows = [[] for _ in range(job.params.n)]
         job.shown = [0] * job.params.n
 
@@ -149,7 +159,8 @@ class DecodeBatch:
             assert job.logits is not None
             p = job.params
             try:
-                token = sample_next(job.logits, p.temperature, p.top_k, p.top_p, job.generator).tolist()
+                u = uniforms(job.generators) if not p.greedy else torch.zeros(p.n)
+                token = draw(job.logits, *job.settings, u).tolist()
             except Exception as e:
                 self.leave(job)
                 failed.append((job, e))

@@ -218,23 +218,3 @@ class KVCache:
         """Copy row `source`'s first `length` positions to every row."""
         for cache in (*self.keys, *self.values):
             cache[:, :, :length] = cache[source : source + 1, :, :length]
-
-
-def sample_next(
-    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
-) -> torch.Tensor:
-    """One token per row: argmax at temperature 0, else top-k / top-p sampling (HF's order: k, then p)."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keep the first token that crosses p
-        drop[..., 0] = False  # and always the likeliest, whatever p is
-        logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
