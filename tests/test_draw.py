@@ -69,16 +69,17 @@ def test_draws_follow_the_distribution_and_greedy_rows_take_the_argmax() -> None
 
 def test_a_row_draws_the_same_alone_or_among_others() -> None:
     torch.manual_seed(1)
-    logits = torch.randn(6, 300)
-    t = torch.tensor([0.8, 1.0, 0.0, 1.2, 0.5, 1.0])
-    k = torch.tensor([0, 40, 0, 5, 0, 0])
-    p = torch.tensor([0.95, 1.0, 1.0, 0.9, 0.5, 1.0])
-    seeds = [row_seed(7, r) for r in range(6)]
+    logits = torch.randn(7, 300)
+    logits[6] = 0.0  # flat: its top-p cut needs every token, so the batch looks past the first candidates
+    t = torch.tensor([0.8, 1.0, 0.0, 1.2, 0.5, 1.0, 1.0])
+    k = torch.tensor([0, 40, 0, 5, 0, 0, 0])
+    p = torch.tensor([0.95, 1.0, 1.0, 0.9, 0.5, 1.0, 0.99])
+    seeds = [row_seed(7, r) for r in range(7)]
     together = []
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     for _ in range(20):
         together.append(draw(logits, t, k, p, uniforms(gens)).tolist())
-    for r in range(6):
+    for r in range(7):
         gen = [torch.Generator().manual_seed(seeds[r])]
         alone = [
             int(draw(logits[r : r + 1], t[r : r + 1], k[r : r + 1], p[r : r + 1], uniforms(gen))) for _ in range(20)

@@ -155,16 +155,10 @@ class DecodeBatch:
         jobs that finished (every row done) and those that failed, both out of the batch and their slots free."""
         finished, failed, step_rows = [], [], []
         completer = self.completer
+        tokens = self._draw_all(failed)
         for job in list(self.active):
-            assert job.logits is not None
             p = job.params
-            try:
-                u = uniforms(job.generators) if not p.greedy else torch.zeros(p.n)
-                token = draw(job.logits, *job.settings, u).tolist()
-            except Exception as e:
-                self.leave(job)
-                failed.append((job, e))
-                continue
+            token = tokens[id(job)]
             late = job.out_of_time()
             for r in range(p.n):
                 if job.done[r] is not None:
@@ -213,6 +207,37 @@ class DecodeBatch:
                         job.logits[step_rows[i][1]] = logits[i]
                 k = end
         return finished, failed
+
+    def _draw_all(self, failed: list[tuple[Job, Exception]]) -> dict[int, list[int]]:
+        """Every active row's next token, all jobs in one call of draw() (per call it costs about as much for
+        one row as for many); if that fails, job by job, so that only the job that fails leaves the batch."""
+        jobs = list(self.active)
+        try:
+            tokens, out, at = self._draw(jobs), {}, 0
+            for job in jobs:
+                out[id(job)], at = tokens[at : at + job.params.n], at + job.params.n
+            return out
+        except Exception:
+            out = {}
+            for job in jobs:
+                try:
+                    out[id(job)] = self._draw([job])
+                except Exception as e:
+                    self.leave(job)
+                    failed.append((job, e))
+            return out
+
+    @staticmethod
+    def _draw(jobs: list[Job]) -> list[int]:
+        if len(jobs) == 1:
+            (job,) = jobs
+            settings, logits = job.settings, job.logits
+        else:
+            settings = tuple(torch.cat(parts) for parts in zip(*(j.settings for j in jobs), strict=True))
+            logits = torch.cat([j.logits for j in jobs])  # type: ignore[misc]
+        greedy = all(j.params.greedy for j in jobs)
+        u = torch.zeros(len(logits)) if greedy else torch.cat([uniforms(j.generators) for j in jobs])
+        return draw(logits, *settings, u).tolist()
 
     def leave(self, job: Job) -> None:
         """Take `job` out of the batch, its unfinished rows' slots free again."""

@@ -3,7 +3,7 @@ ops, each row drawing from its own generator.
 
 Guarantee: a row's token depends only on its logits, its settings and its own generator, never on which rows
 share the batch: each row takes one uniform number from its generator and picks by inverse CDF over its
-filtered distribution, sorted by probability (a stable sort, so ties fall the same way in any batch).
+filtered weights, tokens in id order, and every decision is made in exact integer arithmetic (see `masses`).
 Semantics are transformers': temperature, then top-k (ties with the k-th logit
 stay), then top-p over what is left (the token that crosses p stays, the likeliest always does).
 """
@@ -30,21 +30,69 @@ def uniforms(gens: list[torch.Generator]) -> torch.Tensor:
     return torch.stack([torch.rand((), generator=g, device=g.device) for g in gens])
 
 
+def _one(vocab: int) -> float:
+    """The likeliest token's weight: as large as lets every sum of a row stay an exact float64 integer."""
+    return float(2 ** (52 - max(vocab - 1, 1).bit_length()))
+
+
+def masses(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Each token's weight after temperature, top-k and top-p, a float64 holding an integer (0: filtered out).
+
+    Integers because sums of floats depend on the order a kernel adds them in, which can change with the
+    number of rows; sums of integers below 2**53 are exact in any order, so a row's kept tokens never depend on
+    its neighbours. Weights are exp(logit - max) scaled to 2**(52 - log2 vocabulary) (a token below ~1e-11 of
+    the likeliest weighs 0). Top-p needs no sort of the vocabulary (11 ms for 10 x 32,768 here): tokens are
+    bucketed by the bits of their float weight, the buckets' masses summed from the least likely up, and only
+    the few tokens of the bucket where the cut falls are split again, down to one weight, whose ties fall by
+    id."""
+    scaled = logits.float() / temperature.clamp(min=1e-6)[:, None]
+    weight = (scaled - scaled.max(dim=-1, keepdim=True).values).exp()
+    rows, vocab = weight.shape
+    k = torch.where((top_k > 0) & (top_k < vocab), top_k, torch.zeros_like(top_k))
+    if bool((k > 0).any()):  # top-k: the k likeliest and any tied with the k-th
+        kth = torch.topk(weight, int(k.max()), dim=-1).values.gather(1, (k - 1).clamp(min=0)[:, None])
+        weight = torch.where((k[:, None] == 0) | (weight >= kth), weight, torch.zeros_like(weight))
+    fixed = (weight.double() * _one(vocab)).round_()
+    active = top_p < 1.0
+    if not bool(active.any()):
+        return fixed
+    # Top-p from the bottom: a token goes while the mass of it and everything less likely stays <= (1 - p) of
+    # the total (the same cut as "keep the likeliest until their mass reaches p", the likeliest always kept).
+    bits = weight.view(torch.int32)  # non-negative floats: their bits sort as they do
+    shift, buckets = 17, 1 << 14  # the exponent and 6 bits of mantissa: weights within ~1.6% share a bucket
+    bucket = bits >> shift
+    offsets = torch.arange(rows)[:, None] * buckets
+    hist = torch.zeros(rows * buckets, dtype=torch.float64).index_add_(0, (bucket + offsets).view(-1), fixed.view(-1))
+    below_each = hist.view(rows, buckets).cumsum(dim=-1)
+    limit = ((1.0 - top_p.double()) * below_each[:, -1]).floor_()
+    cut = torch.searchsorted(below_each, limit[:, None], right=True).squeeze(1)  # buckets wholly dropped
+    below = torch.where(cut > 0, below_each.gather(1, (cut - 1).clamp(min=0)[:, None]).squeeze(1), 0.0)
+    dropped = bucket < cut[:, None]
+    # The tokens of the cut's bucket, few: split them by their lower bits, then by id among equal weights.
+    r, c = (bucket == cut[:, None]).nonzero(as_tuple=True)
+    low, mass = bits[r, c] & ((1 << shift) - 1), fixed[r, c]
+    key = (r * (1 << shift) + low).double() * (vocab + 1) + (vocab - c).double()  # row, weight, then id, high first
+    order = torch.argsort(key)
+    r, c, mass = r[order], c[order], mass[order]
+    before = torch.zeros_like(mass)  # mass of the cut's tokens ahead of each, in its row
+    if len(mass):
+        running = mass.cumsum(dim=0)
+        first = torch.ones_like(r, dtype=torch.bool)
+        first[1:] = r[1:] != r[:-1]
+        start = running - mass
+        first_of_row = torch.cummax(torch.where(first, torch.arange(len(r)), 0), dim=0).values
+        before = running - start[first_of_row]
+    out = dropped.clone()
+    out[r, c] = before + below[r] <= limit[r]
+    return torch.where(active[:, None] & out, torch.zeros_like(fixed), fixed)
+
+
 def filtered(
     logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities sorted high to low, renormalised after top-k and top-p; the token ids in that order)."""
-    scaled = logits.float() / temperature.clamp(min=1e-6)[:, None]
-    values, order = torch.sort(scaled, dim=-1, descending=True, stable=True)
-    vocab = values.shape[-1]
-    k = torch.where((top_k > 0) & (top_k < vocab), top_k, torch.full_like(top_k, vocab))
-    kth = values.gather(1, (k - 1)[:, None])
-    values = values.masked_fill(values < kth, float("-inf"))
-    probs = values.softmax(dim=-1)
-    drop = (probs.cumsum(dim=-1) - probs >= top_p[:, None]) & (top_p < 1.0)[:, None]  # 1: off (no rounding cut)
-    drop[:, 0] = False
-    probs = probs.masked_fill(drop, 0.0)
-    return probs / probs.sum(dim=-1, keepdim=True), order
+    """(each token's probability after the filters, in id order; the ids), for tests and inspection."""
+    fixed = masses(logits, temperature, top_k, top_p)
+    return fixed / fixed.sum(dim=-1, keepdim=True), torch.arange(fixed.shape[-1]).expand(fixed.shape)
 
 
 def draw(
@@ -55,12 +103,13 @@ def draw(
     u: torch.Tensor,
 ) -> torch.Tensor:
     """One token per row: argmax where the temperature is 0, else the inverse CDF of `u` (in [0, 1)) over the
-    row's filtered distribution. All arguments but `logits` hold one value per row."""
+    row's filtered weights in id order. All arguments but `logits` hold one value per row."""
     greedy = temperature <= 0
     if bool(greedy.all()):
         return logits.argmax(dim=-1)
-    probs, order = filtered(logits, torch.where(greedy, torch.ones_like(temperature), temperature), top_k, top_p)
-    cdf = probs.cumsum(dim=-1)
-    at = torch.searchsorted(cdf, (u.to(cdf.dtype) * cdf[:, -1])[:, None], right=True).clamp(max=cdf.shape[-1] - 1)
-    token = order.gather(1, at).squeeze(1)
+    fixed = masses(logits, torch.where(greedy, torch.ones_like(temperature), temperature), top_k, top_p)
+    cdf = fixed.cumsum(dim=-1)
+    total = cdf[:, -1]
+    target = torch.minimum((u.double() * total).floor(), total - 1)
+    token = torch.searchsorted(cdf, target[:, None], right=True).squeeze(1)
     return torch.where(greedy, logits.argmax(dim=-1), token)
