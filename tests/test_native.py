@@ -168,7 +168,7 @@ def test_a_failing_compile_is_reported_and_nothing_half_written_stays(fresh_buil
     fake.chmod(0o755)
     monkeypatch.setenv("CC", str(fake))
     lib, why = native_module.load_library()
-    assert lib is None and why == "compiling gpt2_step.c failed: fatal: no"
+    assert lib is None and why == "compiling gpt2_step.c and sample_rows.c failed: fatal: no"
     assert not any(fresh_build.iterdir())  # the temporary output was removed
 
 

@@ -368,10 +368,10 @@ def test_a_request_that_fails_in_the_worker_fails_alone(tiny_run: Path, monkeypa
 
     real = batch_module.draw
 
-    def flaky(logits, temperature, *args):
+    def flaky(logits, temperature, *args, **kw):
         if bool(((temperature - 0.123).abs() < 1e-6).any()):  # this request's sampling breaks
             raise RuntimeError("sampling broke")
-        return real(logits, temperature, *args)
+        return real(logits, temperature, *args, **kw)
 
     monkeypatch.setattr(batch_module, "draw", flaky)
     s, scheduler = _held(tiny_run)

@@ -227,8 +227,7 @@ class DecodeBatch:
                     failed.append((job, e))
             return out
 
-    @staticmethod
-    def _draw(jobs: list[Job]) -> list[int]:
+    def _draw(self, jobs: list[Job]) -> list[int]:
         if len(jobs) == 1:
             (job,) = jobs
             settings, logits = job.settings, job.logits
@@ -237,7 +236,7 @@ class DecodeBatch:
             logits = torch.cat([j.logits for j in jobs])  # type: ignore[misc]
         greedy = all(j.params.greedy for j in jobs)
         u = torch.zeros(len(logits)) if greedy else torch.cat([uniforms(j.generators) for j in jobs])
-        return draw(logits, *settings, u).tolist()
+        return draw(logits, *settings, u, lib=self.fast.lib).tolist()
 
     def leave(self, job: Job) -> None:
         """Take `job` out of the batch, its unfinished rows' slots free again."""

@@ -11,6 +11,7 @@ stay), then top-p over what is left (the token that crosses p stays, the likelie
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import torch
 
@@ -101,9 +102,13 @@ def draw(
     top_k: torch.Tensor,
     top_p: torch.Tensor,
     u: torch.Tensor,
+    lib: Any = None,
 ) -> torch.Tensor:
     """One token per row: argmax where the temperature is 0, else the inverse CDF of `u` (in [0, 1)) over the
-    row's filtered weights in id order. All arguments but `logits` hold one value per row."""
+    row's filtered weights in id order. All arguments but `logits` hold one value per row. With `lib` (the
+    native library) the same rule runs in C (sample_rows.c), row after row, O(vocabulary) each."""
+    if lib is not None and logits.device.type == "cpu":
+        return _draw_native(lib, logits, temperature, top_k, top_p, u)
     greedy = temperature <= 0
     if bool(greedy.all()):
         return logits.argmax(dim=-1)
@@ -113,3 +118,17 @@ def draw(
     target = torch.minimum((u.double() * total).floor(), total - 1)
     token = torch.searchsorted(cdf, target[:, None], right=True).squeeze(1)
     return torch.where(greedy, logits.argmax(dim=-1), token)
+
+
+def _draw_native(
+    lib: Any, logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor
+) -> torch.Tensor:
+    rows, vocab = logits.shape
+    x = logits.detach().float().contiguous()
+    t, k, p = temperature.float().contiguous(), top_k.long().contiguous(), top_p.float().contiguous()
+    uu = u.double().contiguous()
+    work = torch.empty(vocab * 21 + 16, dtype=torch.uint8)  # floats, doubles, int64 ids, flags
+    out = torch.empty(rows, dtype=torch.long)
+    lib.pyc_sample(x.data_ptr(), rows, vocab, t.data_ptr(), k.data_ptr(), p.data_ptr(), uu.data_ptr(), _one(vocab),
+                   work.data_ptr(), out.data_ptr())  # fmt: skip
+    return out

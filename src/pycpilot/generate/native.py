@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 SOURCE = Path(__file__).with_name("gpt2_step.c")
+SOURCES = (SOURCE, Path(__file__).with_name("sample_rows.c"))  # compiled into one library
 ACTIVATIONS = {"gelu_pytorch_tanh": 0, "gelu_new": 0, "gelu": 1, "relu": 2}  # what gpt2_step.c computes
 P = ctypes.c_void_p
 I64 = ctypes.c_int64
@@ -72,7 +73,8 @@ def load_library() -> tuple[Any, str]:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
         return None, f"{compiler} does not run: {e}"
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, " ".join(flags), _cpu_key()]).encode()).hexdigest()
+    texts = [source.read_text() for source in SOURCES]
+    key = hashlib.sha256("\0".join([*texts, version, " ".join(flags), _cpu_key()]).encode()).hexdigest()
     folder = Path(os.environ.get("PYCPILOT_CACHE") or Path.home() / ".cache" / "pycpilot") / "native"
     target = folder / f"gpt2_step-{key[:16]}.so"
     unsafe = _unsafe_folder(folder)
@@ -95,6 +97,8 @@ def load_library() -> tuple[Any, str]:
     lib.pyc_step.argtypes = [ctypes.POINTER(_Model), P, P, P, I64, ctypes.c_int]
     lib.pyc_step.restype = ctypes.c_int
     lib.pyc_int8_activations.restype = ctypes.c_int
+    lib.pyc_sample.argtypes = [P, I64, I64, P, P, P, P, ctypes.c_double, P, P]
+    lib.pyc_sample.restype = ctypes.c_int
     return lib, ""
 
 
@@ -120,13 +124,16 @@ def _build(compiler: str, flags: list[str], folder: Path, target: Path) -> str:
         try:
             for tuned in (flags, [f for f in flags if f != "-march=native"]):  # a compiler may not know it
                 done = subprocess.run(
-                    [compiler, *tuned, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True, timeout=300
+                    [compiler, *tuned, "-o", tmp, *map(str, SOURCES), "-lm"],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
                 )
                 if done.returncode == 0:
                     break
             if done.returncode != 0:
                 last = (done.stderr.strip().splitlines() or ["?"])[-1]
-                return f"compiling {SOURCE.name} failed: {last}"
+                return f"compiling {' and '.join(s.name for s in SOURCES)} failed: {last}"
             os.replace(tmp, target)
         finally:
             Path(tmp).unlink(missing_ok=True)

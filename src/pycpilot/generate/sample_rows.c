@@ -1,0 +1,109 @@
+/* Sampling, one token per row: the rule of draw.py (`masses` and `draw`), for the native engine.
+
+   Weights exp(x / T - max) in fixed point (integers summed exactly), top-k (the k likeliest and any tied with
+   the k-th), top-p from the least likely up (a token goes while it and everything less likely weigh at most
+   (1 - p) of the total; ties by id, highest first), then the inverse CDF of u over the kept weights in id
+   order. Each row is done alone, in order, so its token never depends on the other rows. Top-k and top-p
+   select by quickselect, not by sorting: O(vocabulary) per row. */
+
+#include <math.h>
+#include <stdint.h>
+
+/* The order from the least likely up: by weight, then by id, highest first. */
+static inline int less(const float *w, int64_t a, int64_t b) { return w[a] < w[b] || (w[a] == w[b] && a > b); }
+
+static void swap(int64_t *v, int64_t i, int64_t j) { int64_t t = v[i]; v[i] = v[j]; v[j] = t; }
+
+/* Partition idx[lo, hi) around the median of three; returns the pivot's final place. */
+static int64_t partition(const float *w, int64_t *idx, int64_t lo, int64_t hi) {
+    int64_t mid = lo + (hi - lo) / 2, last = hi - 1;
+    if (less(w, idx[mid], idx[lo])) swap(idx, mid, lo);
+    if (less(w, idx[last], idx[lo])) swap(idx, last, lo);
+    if (less(w, idx[mid], idx[last])) swap(idx, mid, last); /* the median now sits at `last` */
+    int64_t pivot = idx[last], store = lo;
+    for (int64_t i = lo; i < last; i++)
+        if (less(w, idx[i], pivot)) swap(idx, i, store++);
+    swap(idx, store, last);
+    return store;
+}
+
+/* The weight of the k-th likeliest token (k >= 1). */
+static float kth_largest(const float *w, int64_t *idx, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n, want = n - k; /* its place from the least likely up */
+    for (int64_t i = 0; i < n; i++) idx[i] = i;
+    while (hi - lo > 1) {
+        int64_t at = partition(w, idx, lo, hi);
+        if (at == want) break;
+        if (at < want) lo = at + 1; else hi = at;
+    }
+    return w[idx[want]];
+}
+
+/* Mark dropped[i] = 1 for the tokens top-p drops; idx holds the candidates (weight > 0), n of them. */
+static void top_p_drop(const float *w, const double *fixed, int64_t *idx, int64_t n, double limit, uint8_t *dropped) {
+    int64_t lo = 0, hi = n;
+    double below = 0; /* mass of the tokens already dropped */
+    while (hi > lo) {
+        int64_t at = partition(w, idx, lo, hi);
+        double lower = 0;
+        for (int64_t i = lo; i < at; i++) lower += fixed[idx[i]];
+        if (below + lower + fixed[idx[at]] <= limit) { /* the pivot and all below it go */
+            for (int64_t i = lo; i <= at; i++) dropped[idx[i]] = 1;
+            below += lower + fixed[idx[at]];
+            lo = at + 1;
+        } else if (below + lower <= limit) { /* all below the pivot go, the pivot stays */
+            for (int64_t i = lo; i < at; i++) dropped[idx[i]] = 1;
+            return;
+        } else {
+            hi = at; /* the cut is below the pivot */
+        }
+    }
+}
+
+/* work: vocab floats + vocab doubles + vocab int64 + vocab bytes. Returns 0. */
+int pyc_sample(const float *logits, int64_t rows, int64_t vocab, const float *temperature, const int64_t *top_k,
+               const float *top_p, const double *u, double one, void *work, int64_t *out) {
+    float *w = (float *)work;
+    double *fixed = (double *)(w + vocab + (vocab & 1));
+    int64_t *idx = (int64_t *)(fixed + vocab);
+    uint8_t *dropped = (uint8_t *)(idx + vocab);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *x = logits + r * vocab;
+        float t = temperature[r];
+        int64_t best = 0;
+        for (int64_t i = 1; i < vocab; i++)
+            if (x[i] > x[best]) best = i;
+        if (t <= 0) { out[r] = best; continue; }
+        float tt = t > 1e-6f ? t : 1e-6f, top = x[best] / tt;
+        for (int64_t i = 0; i < vocab; i++) w[i] = expf(x[i] / tt - top);
+        int64_t k = top_k[r];
+        if (k > 0 && k < vocab) {
+            float kth = kth_largest(w, idx, vocab, k);
+            for (int64_t i = 0; i < vocab; i++) if (w[i] < kth) w[i] = 0;
+        }
+        double total = 0;
+        int64_t n = 0;
+        for (int64_t i = 0; i < vocab; i++) {
+            fixed[i] = nearbyint((double)w[i] * one);
+            total += fixed[i];
+            dropped[i] = 0;
+            if (w[i] > 0) idx[n++] = i;
+        }
+        if (top_p[r] < 1.0f) {
+            double limit = floor((1.0 - (double)top_p[r]) * total);
+            top_p_drop(w, fixed, idx, n, limit, dropped);
+            total = 0;
+            for (int64_t i = 0; i < vocab; i++) if (!dropped[i]) total += fixed[i];
+        }
+        double target = floor(u[r] * total), cum = 0;
+        if (target > total - 1) target = total - 1;
+        int64_t pick = vocab - 1;
+        for (int64_t i = 0; i < vocab; i++) {
+            if (dropped[i]) continue;
+            cum += fixed[i];
+            if (cum > target) { pick = i; break; }
+        }
+        out[r] = pick;
+    }
+    return 0;
+}
