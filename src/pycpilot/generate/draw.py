@@ -127,7 +127,7 @@ def _draw_native(
     x = logits.detach().float().contiguous()
     t, k, p = temperature.float().contiguous(), top_k.long().contiguous(), top_p.float().contiguous()
     uu = u.double().contiguous()
-    work = torch.empty(vocab * 21 + 16, dtype=torch.uint8)  # floats, doubles, int64 ids, flags
+    work = torch.empty(vocab * 21 + 16 + 8 * 8192, dtype=torch.uint8)  # floats, doubles, ids, flags, buckets
     out = torch.empty(rows, dtype=torch.long)
     lib.pyc_sample(x.data_ptr(), rows, vocab, t.data_ptr(), k.data_ptr(), p.data_ptr(), uu.data_ptr(), _one(vocab),
                    work.data_ptr(), out.data_ptr())  # fmt: skip

@@ -8,6 +8,36 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
+
+/* exp(x) for x <= 0 to ~2 ulp, without a libm call so that the compiler vectorises the loop over a row (libm's
+   expf is scalar: it was most of the sampler's time): x = n ln2 + r, a degree-6 polynomial for exp(r), 2^n
+   written into the exponent. Below e^-87 the weight is ~1e-38, which the fixed-point scaling makes 0. */
+static inline float exp_neg(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    float r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187e-06f;
+    float p = 1.f / 720;
+    p = p * r + 1.f / 120;
+    p = p * r + 1.f / 24;
+    p = p * r + 1.f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.f;
+    p = p * r + 1.f;
+    const int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+#define BUCKETS 8192 /* float weights in (0, 1]: bits >> 17 < 0x3f800000 >> 17 + 1 */
+
+static inline int64_t bucket_of(float w) {
+    uint32_t bits;
+    memcpy(&bits, &w, sizeof bits);
+    return (int64_t)(bits >> 17);
+}
 
 /* The order from the least likely up: by weight, then by id, highest first. */
 static inline int less(const float *w, int64_t a, int64_t b) { return w[a] < w[b] || (w[a] == w[b] && a > b); }
@@ -60,13 +90,14 @@ static void top_p_drop(const float *w, const double *fixed, int64_t *idx, int64_
     }
 }
 
-/* work: vocab floats + vocab doubles + vocab int64 + vocab bytes. Returns 0. */
+/* work: vocab floats + vocab doubles + vocab int64 + vocab bytes, then BUCKETS doubles. Returns 0. */
 int pyc_sample(const float *logits, int64_t rows, int64_t vocab, const float *temperature, const int64_t *top_k,
                const float *top_p, const double *u, double one, void *work, int64_t *out) {
     float *w = (float *)work;
     double *fixed = (double *)(w + vocab + (vocab & 1));
     int64_t *idx = (int64_t *)(fixed + vocab);
     uint8_t *dropped = (uint8_t *)(idx + vocab);
+    double *hist = (double *)(dropped + vocab + (8 - vocab % 8) % 8);
     for (int64_t r = 0; r < rows; r++) {
         const float *x = logits + r * vocab;
         float t = temperature[r];
@@ -75,7 +106,7 @@ int pyc_sample(const float *logits, int64_t rows, int64_t vocab, const float *te
             if (x[i] > x[best]) best = i;
         if (t <= 0) { out[r] = best; continue; }
         float tt = t > 1e-6f ? t : 1e-6f, top = x[best] / tt;
-        for (int64_t i = 0; i < vocab; i++) w[i] = expf(x[i] / tt - top);
+        for (int64_t i = 0; i < vocab; i++) w[i] = exp_neg(x[i] / tt - top);
         int64_t k = top_k[r];
         if (k > 0 && k < vocab) {
             float kth = kth_largest(w, idx, vocab, k);
@@ -91,7 +122,21 @@ int pyc_sample(const float *logits, int64_t rows, int64_t vocab, const float *te
         }
         if (top_p[r] < 1.0f) {
             double limit = floor((1.0 - (double)top_p[r]) * total);
-            top_p_drop(w, fixed, idx, n, limit, dropped);
+            /* Masses by the top bits of the float weight (exponent and 6 bits of mantissa: weights within
+               ~1.6% share a bucket); the buckets wholly below the cut go at once, and only the tokens of the
+               cut's bucket are selected one by one. */
+            memset(hist, 0, sizeof(double) * BUCKETS);
+            for (int64_t i = 0; i < vocab; i++) hist[bucket_of(w[i])] += fixed[i];
+            double below = 0;
+            int64_t cut = 0;
+            while (cut < BUCKETS - 1 && below + hist[cut] <= limit) below += hist[cut++];
+            n = 0;
+            for (int64_t i = 0; i < vocab; i++) {
+                int64_t b = bucket_of(w[i]);
+                if (b < cut) dropped[i] = 1;
+                else if (b == cut && w[i] > 0) idx[n++] = i;
+            }
+            top_p_drop(w, fixed, idx, n, limit - below, dropped);
             total = 0;
             for (int64_t i = 0; i < vocab; i++) if (!dropped[i]) total += fixed[i];
         }
