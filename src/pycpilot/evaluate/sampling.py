@@ -114,7 +114,8 @@ def _sample_all(
                 for first in range(0, cfg.n, cfg.batch_size):
                     n = min(cfg.batch_size, cfg.n - first)
                     seed = sample_seed(cfg.seed, t_index, p.index, first)
-                    out = completer.complete_ids(p.ids, _with_seed(params(n, p), seed), _stoppers(p, n))
+                    prm = _with_seed(params(n, p), seed)
+                    out = completer.complete_ids(p.ids, prm, _stoppers(p, prm))
                     for i, c in enumerate(out):
                         finished(p, first + i, c)
             return counts
@@ -128,8 +129,8 @@ def _with_seed(params: SamplingParams, seed: int) -> SamplingParams:
     return replace(params, seed=seed)
 
 
-def _stoppers(problem: _Problem, n: int) -> list[Stopper]:
-    return [Stopper(problem.prompt, [], "block") for _ in range(n)]
+def _stoppers(problem: _Problem, params: SamplingParams) -> list[Stopper]:
+    return [Stopper(problem.prompt, list(params.stop), params.scope) for _ in range(params.n)]
 
 
 def _run_queue(
@@ -161,7 +162,8 @@ def _run_queue(
                     if kind == "done":
                         finished(p, first + int(row or 0), value)
 
-                batch.start(Job(p.ids, params(n, p), _stoppers(p, n), emit, seeds=seeds))
+                prm = params(n, p)
+                batch.start(Job(p.ids, prm, _stoppers(p, prm), emit, seeds=seeds))
             _, failed = batch.advance()
             for _, error in failed:
                 raise error
