@@ -37,7 +37,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from bench_train import build_inputs
-from common import cpu_model
+from common import cpu_model, make_untrained
 from pycpilot.presets import PRESETS
 from pycpilot.tables import table
 
@@ -52,19 +52,7 @@ LLAMA = Path(__file__).resolve().parent.parent / "tools" / "llamacpp"
 
 
 def make_model(root: Path, name: str, tokenizer: Path) -> Path:
-    import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-    layers, heads, width, _, positions = SHAPES[name]
-    tok = AutoTokenizer.from_pretrained(str(tokenizer))
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tok), n_positions=positions, n_layer=layers, n_head=heads, n_embd=width,
-                        activation_function="gelu_pytorch_tanh", bos_token_id=tok.eos_token_id,
-                        eos_token_id=tok.eos_token_id)  # fmt: skip
-    out = root / f"model-{name}"
-    GPT2LMHeadModel(config).save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return out
+    return make_untrained(root, name, tokenizer, SHAPES[name])
 
 
 def prompt_text(tokenizer, context: int) -> str:

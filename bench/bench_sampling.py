@@ -31,7 +31,7 @@ from types import SimpleNamespace
 import torch
 
 from bench_train import build_inputs
-from common import cpu_model
+from common import cpu_model, make_untrained
 from pycpilot.data.report import table
 
 SHAPES = {"tiny": (4, 4, 128, 4096, 256), "4x256": (4, 4, 256, 32_768, 1024), "small": (12, 12, 768, 52_000, 1024)}
@@ -40,18 +40,7 @@ NEW_TOKENS, TEMPERATURE, TOP_P = 128, 0.8, 0.95
 
 
 def make_model(root: Path, name: str, tokenizer: Path) -> Path:
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-    layers, heads, width, _, positions = SHAPES[name]
-    tok = AutoTokenizer.from_pretrained(str(tokenizer))
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tok), n_positions=positions, n_layer=layers, n_head=heads, n_embd=width,
-                        activation_function="gelu_pytorch_tanh", bos_token_id=tok.eos_token_id,
-                        eos_token_id=tok.eos_token_id)  # fmt: skip
-    out = root / f"model-{name}"
-    GPT2LMHeadModel(config).save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return out
+    return make_untrained(root, name, tokenizer, SHAPES[name])
 
 
 def measure(model_dir: Path, prompts: list[str], n: int) -> tuple[float, float, int, int]:

@@ -29,3 +29,21 @@ _, status, usage = os.wait4(proc.pid, 0)
 proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
 print(proc.returncode, usage.ru_maxrss, time.perf_counter() - start)
 """
+
+
+def make_untrained(root: Path, name: str, tokenizer: Path, shape: tuple[int, int, int, int, int]) -> Path:
+    """An untrained GPT-2 of `shape` (layers, heads, width, vocabulary, positions) with `tokenizer`, saved as
+    root/model-NAME: for speed figures, which do not depend on the weights."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    layers, heads, width, _, positions = shape
+    tok = AutoTokenizer.from_pretrained(str(tokenizer))
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tok), n_positions=positions, n_layer=layers, n_head=heads, n_embd=width,
+                        activation_function="gelu_pytorch_tanh", bos_token_id=tok.eos_token_id,
+                        eos_token_id=tok.eos_token_id)  # fmt: skip
+    out = root / f"model-{name}"
+    GPT2LMHeadModel(config).save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out

@@ -131,6 +131,11 @@ def test_a_work_dir_with_other_settings_or_missing_is_refused(corpus: Path, cfg_
         build_dataset(cfg_for(corpus, work_dir=work))
     with pytest.raises(PycpilotError, match="--executor slurm needs --slurm-partition"):
         build_dataset(cfg_for(corpus, executor="slurm"))
+    with pytest.raises(PycpilotError, match="--slurm-sbatch takes KEY=VALUE pairs, not 'account'"):
+        build_dataset(cfg_for(corpus, executor="slurm", slurm_partition="cpu", slurm_sbatch=["account"]))
+    with pytest.raises(PycpilotError, match="source stdlib is this machine's own"):
+        build_dataset(cfg_for("stdlib", executor="slurm", slurm_partition="cpu", work_dir=tmp_path))
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_unreachable_ray_cluster_is_one_line(corpus: Path, cfg_for, tmp_path: Path) -> None:
@@ -277,3 +282,20 @@ def test_near_duplicate_chains_decide_as_the_pool(cfg_for, tmp_path: Path) -> No
     _assert_same_as_pool(tmp_path / "p", tmp_path / "t")
     filters = {f["filter"]: f["files"] for f in _manifest(tmp_path / "t")["filters"]}
     assert 5 <= filters["near duplicate"] <= 25  # some variants go, others are far enough to stay
+
+
+def test_a_pack_work_dir_is_not_resumed_over_other_inputs(train_pack: Path, tmp_path: Path) -> None:
+    """A work folder records the data and tokenizer it was started with: a rebuilt input is not mixed in."""
+    from pycpilot.pack import PackConfig, pack_dataset
+
+    data, tok, work = train_pack.parent / "tdata", train_pack.parent / "ttok", tmp_path / "work"
+    work.mkdir()
+    cfg = dict(data=data, tokenizer=tok, out=tmp_path / "p", context_length=32, quiet=True, executor="local",
+               tasks=2, workers=1, work_dir=work)  # fmt: skip
+    pack_dataset(PackConfig(**cfg))  # a finished run leaves only its logs: the next one starts afresh
+    assert (work / "logs" / "encode").is_dir() and not (work / "settings.json").exists()
+    settings = {"data_sha256": "an earlier corpus"}
+    (work / "settings.json").write_text(json.dumps(settings))
+    with pytest.raises(PycpilotError, match=r"holds an unfinished run with other settings \(.*data_sha256"):
+        pack_dataset(PackConfig(**{**cfg, "out": tmp_path / "q"}))
+    assert not (tmp_path / "q").exists()

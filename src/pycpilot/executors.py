@@ -92,18 +92,6 @@ class Stage:
     tasks: int
 
 
-def enter(cwd: str) -> None:
-    """Run a task from the folder the command was given in, so relative paths mean there what they meant
-    there (a Ray worker or a Slurm job starts elsewhere)."""
-    try:
-        os.chdir(cwd)
-    except OSError as exc:
-        raise PycpilotError(
-            f"this node cannot enter {cwd}, where the command ran ({exc.strerror}): run it from a folder every "
-            "node sees, or give absolute paths on a shared filesystem"
-        ) from None
-
-
 def work_dir_of(cfg: EngineSettings, out: Path) -> Path:
     if cfg.work_dir is not None:
         work = Path(cfg.work_dir).expanduser()
@@ -157,6 +145,8 @@ def run_stages(cfg: EngineSettings, command: str, work: Path, stages: list[Stage
     """Run (local, Ray) or submit (Slurm) the stages; True once they ran, False when only submitted.
 
     Before each stage, WORK/timings.json holds the seconds of the stages before it (for a last stage's manifest)."""
+    from pycpilot.tasks import quiet_logs
+
     quiet_logs()
     if cfg.executor == "slurm":
         _submit_slurm(cfg, command, work, stages, quiet)
@@ -338,32 +328,3 @@ def _still_queued(jobs: dict[str, str]) -> list[str]:
         return []  # no squeue here: nothing to check against
     listed = {line.strip().split("_")[0] for line in out.splitlines() if line.strip()}
     return [job for job in jobs.values() if job in listed]
-
-
-def quiet_logs() -> None:
-    """datatrove's loguru output on stderr: warnings only, one line each, no tracebacks (the error that ends
-    a run is PYCPilot's one line; the task's log file keeps everything)."""
-    from datatrove.utils.logging import logger
-
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING", format="{message}", filter=lambda r: r["exception"] is None)
-
-
-def install_quiet_logs() -> None:
-    """Make every task (in this process, a pool worker, a Slurm job or a Ray worker) log as `quiet_logs`
-    says, with datatrove's full log file per task kept. datatrove has no option for this: its task logger
-    puts INFO and tracebacks on stderr, so its two logging functions are replaced here."""
-    import datatrove.executor.base as base
-    import datatrove.executor.ray as ray_executor
-    import datatrove.utils.logging as trove_logging
-    from datatrove.utils.logging import logger
-
-    def task_logger(logging_dir: Any, rank: int, local_rank: int = 0, node_rank: int = -1) -> Any:
-        quiet_logs()
-        logfile = logging_dir.open(f"logs/task_{rank:05d}.log", "w")
-        logger.add(logfile, level="DEBUG", colorize=False)
-        return logfile
-
-    base.add_task_logger = task_logger
-    ray_executor.add_task_logger = task_logger  # it imports the function by name
-    trove_logging.setup_default_logger = quiet_logs

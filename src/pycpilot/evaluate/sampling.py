@@ -12,7 +12,6 @@ a run is reproducible sample for sample whatever the batch size.
 
 from __future__ import annotations
 
-import gc
 import sys
 import time
 from collections import deque
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from pycpilot.evaluate.passk import summarize
 from pycpilot.generate import Completer
-from pycpilot.generate.batch import Completion, DecodeBatch, Job
+from pycpilot.generate.batch import Completion, DecodeBatch, Job, gc_paused
 from pycpilot.generate.draw import row_seed
 from pycpilot.generate.sampling import SamplingParams
 from pycpilot.generate.text import Stopper
@@ -145,9 +144,7 @@ def _run_queue(
     queue = deque(todo)
     length = max(len(p.ids) + p.max_new for p in todo)
     batch = DecodeBatch(completer, min(cfg.batch_size, len(todo) * cfg.n), length)
-    collecting = gc.isenabled()
-    gc.disable()  # no full collection in the middle of the loop (see Completer.complete_ids)
-    try:
+    with gc_paused():
         while queue or batch.active:
             while queue and batch.free:
                 p = queue[0]
@@ -164,9 +161,4 @@ def _run_queue(
 
                 prm = params(n, p)
                 batch.start(Job(p.ids, prm, _stoppers(p, prm), emit, seeds=seeds))
-            _, failed = batch.advance()
-            for _, error in failed:
-                raise error
-    finally:
-        if collecting:
-            gc.enable()
+            batch.advance_or_raise()

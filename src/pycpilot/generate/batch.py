@@ -14,9 +14,11 @@ prompt positions are reused (computed by the same torch ops as a fresh prompt), 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -238,6 +240,12 @@ class DecodeBatch:
         u = torch.zeros(len(logits)) if greedy else torch.cat([uniforms(j.generators) for j in jobs])
         return draw(logits, *settings, u, lib=self.fast.lib).tolist()
 
+    def advance_or_raise(self) -> None:
+        """One step for callers whose jobs are all their own: a job that failed raises its error."""
+        _, failed = self.advance()
+        for _, error in failed:
+            raise error
+
     def leave(self, job: Job) -> None:
         """Take `job` out of the batch, its unfinished rows' slots free again."""
         if job in self.active:
@@ -249,6 +257,19 @@ class DecodeBatch:
         jobs, self.active = self.active, []
         self.free = list(range(len(self.cached)))
         return jobs
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No garbage collection while decoding: each step makes a few tensors, and a full collection over the heap
+    of a loaded model (tens of ms) would land in the middle of a completion."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _to(job: Job, row: int) -> Callable[[str], None]:

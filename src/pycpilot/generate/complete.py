@@ -6,7 +6,6 @@ GPT-2 models; anything else, or `engine="hf"`, goes through transformers' `gener
 
 from __future__ import annotations
 
-import gc
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 
 from pycpilot.errors import PycpilotError
-from pycpilot.generate.batch import Completion, DecodeBatch, Job
+from pycpilot.generate.batch import Completion, DecodeBatch, Job, gc_paused
 from pycpilot.generate.config import CompleteConfig
 from pycpilot.generate.decode import FastGPT2, Unsupported
 from pycpilot.generate.heal import Healing
@@ -215,20 +214,11 @@ class Completer:
                 on_text(value)
 
         job = Job(ids, params, stoppers, collect, on_text is not None, deadline, healed=healed, give_up=cancelled)
-        # No garbage collection while decoding: each step makes a few tensors, and a full collection over the
-        # heap of a loaded model (tens of ms) would land in the middle of a completion.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             batch = DecodeBatch(self, params.n, len(ids) + params.max_new_tokens)
             batch.start(job)
             while batch.active:
-                _, failed = batch.advance()
-                for _, error in failed:
-                    raise error
-        finally:
-            if collecting:
-                gc.enable()
+                batch.advance_or_raise()
         return [c for c in out if c is not None]
 
     def finish_row(self, new: list[int], stopper: Stopper, length_done: bool) -> Completion | None:

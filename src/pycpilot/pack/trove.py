@@ -18,26 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datatrove.pipeline.base import PipelineStep
 
 from pycpilot.data.load import SPLITS, load_data_dir
-from pycpilot.executors import (
-    ENGINE_FIELDS,
-    Stage,
-    claim,
-    clear_work,
-    enter,
-    install_quiet_logs,
-    run_stages,
-    work_dir_of,
-)
+from pycpilot.executors import ENGINE_FIELDS, Stage, claim, clear_work, run_stages, work_dir_of
 from pycpilot.manifest import MANIFEST, atomic_output_dir, check_output_dir, write_json_atomic
 from pycpilot.pack.config import PackConfig
 from pycpilot.pack.encode import BlockWriter, SplitStats, encode_files, prepare
 from pycpilot.pack.summary import PackResult, finish, report
 from pycpilot.pretrained import tokenizer_folder
-
-install_quiet_logs()  # in every process that unpickles a step: pool workers, Slurm jobs, Ray workers
+from pycpilot.tasks import TaskStep
 
 _DATA = ("tokens",)
 _NOT_WORK = ENGINE_FIELDS - {"tasks"} | {"out", "overwrite", "quiet", "threads", "batch_files"}
@@ -48,19 +37,7 @@ def _stream(work: Path, split: str, rank: int) -> Path:
     return work / "tokens" / split / f"{rank:05d}.bin"
 
 
-class _Step(PipelineStep):
-    type = "PYCPilot"
-
-    def __init__(self, cfg: PackConfig, work: str) -> None:
-        super().__init__()
-        self.cfg, self.work, self.cwd = cfg, work, os.getcwd()
-
-    def __call__(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Any:
-        enter(self.cwd)
-        return super().__call__(data, rank, world_size)
-
-
-class EncodeStep(_Step):
+class EncodeStep(TaskStep):
     name = "encode: files to ids"
 
     def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> None:
@@ -87,7 +64,7 @@ class EncodeStep(_Step):
             self.stat_update("files", value=stats.files)
 
 
-class MergeStep(_Step):
+class MergeStep(TaskStep):
     name = "merge: streams to blocks"
 
     def __init__(self, cfg: PackConfig, work: str, engine: dict[str, Any]) -> None:

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets
 
 from pycpilot.data.config import DataConfig
 from pycpilot.data.trove.layout import DATA, Work
-from pycpilot.executors import clear_work, enter, install_quiet_logs
-
-install_quiet_logs()  # in every process that unpickles a step: pool workers, Slurm jobs, Ray workers
-
-
-class _Step(PipelineStep):
-    type = "PYCPilot"
-
-    def __init__(self, cfg: DataConfig, work: str) -> None:
-        super().__init__()
-        self.cfg, self.work, self.cwd = cfg, work, os.getcwd()
-
-    def __call__(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Any:
-        enter(self.cwd)
-        return super().__call__(data, rank, world_size)
+from pycpilot.executors import clear_work
+from pycpilot.tasks import TaskStep
 
 
 class BucketsStep(MinhashDedupBuckets):
@@ -40,7 +25,7 @@ class BucketsStep(MinhashDedupBuckets):
         self.work = work
 
 
-class CleanStep(_Step):
+class CleanStep(TaskStep):
     """Read this task's shard of the sources, check every file, write survivors, bands and signatures."""
 
     stage = "clean"
@@ -62,7 +47,7 @@ class CleanStep(_Step):
             raise
 
 
-class ClusterStep(_Step):
+class ClusterStep(TaskStep):
     """Decide the duplicates, keep-first in corpus order (one task)."""
 
     stage = "cluster"
@@ -81,7 +66,7 @@ class ClusterStep(_Step):
         self.stat_update("near duplicates", value=found["removed"]["near"])
 
 
-class KeepStep(_Step):
+class KeepStep(TaskStep):
     stage = "keep"
     name = "keep: drop the duplicates"
 
@@ -93,7 +78,7 @@ class KeepStep(_Step):
         self.stat_update("kept", value=sum(s["kept"][0] for s in tally["sources"]))
 
 
-class AssembleStep(_Step):
+class AssembleStep(TaskStep):
     """Write the DatasetDict and manifest at --out (one task), then clear the work folder's data."""
 
     stage = "assemble"
