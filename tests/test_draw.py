@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from pycpilot.generate.draw import draw, filtered, generators, row_seed, uniforms
+from pycpilot.generate.draw import draw, filtered, row_seed, uniform, uniforms
 
 
 def reference(logits: list[float], temperature: float, top_k: int, top_p: float) -> dict[int, float]:
@@ -56,9 +56,8 @@ def test_draws_follow_the_distribution_and_greedy_rows_take_the_argmax() -> None
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0], [0.0, 3.0, 0.0, 0.0]])
     t, k, p = torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), torch.tensor([1.0, 1.0])
     counts = torch.zeros(4)
-    gens = generators(1, 1)
-    for _ in range(4000):
-        u = torch.cat([uniforms(gens), torch.rand(1)])
+    for step in range(4000):
+        u = torch.cat([uniforms([row_seed(1, 0)], [step]), torch.rand(1, dtype=torch.float64)])
         token = draw(logits, t, k, p, u)
         assert int(token[1]) == 1  # temperature 0: the argmax, whatever u
         counts[int(token[0])] += 1
@@ -75,17 +74,24 @@ def test_a_row_draws_the_same_alone_or_among_others() -> None:
     k = torch.tensor([0, 40, 0, 5, 0, 0, 0])
     p = torch.tensor([0.95, 1.0, 1.0, 0.9, 0.5, 1.0, 0.99])
     seeds = [row_seed(7, r) for r in range(7)]
-    together = []
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
-    for _ in range(20):
-        together.append(draw(logits, t, k, p, uniforms(gens)).tolist())
+    together = [draw(logits, t, k, p, uniforms(seeds, [step] * 7)).tolist() for step in range(20)]
     for r in range(7):
-        gen = [torch.Generator().manual_seed(seeds[r])]
-        alone = [
-            int(draw(logits[r : r + 1], t[r : r + 1], k[r : r + 1], p[r : r + 1], uniforms(gen))) for _ in range(20)
-        ]
+        one = slice(r, r + 1)
+        alone = [int(draw(logits[one], t[one], k[one], p[one], uniforms([seeds[r]], [step]))) for step in range(20)]
         assert alone == [step[r] for step in together]
     assert row_seed(7, 0) != row_seed(7, 1) and row_seed(7, 0) == row_seed(7, 0)
+
+
+def test_a_stream_is_uniform_reproducible_and_its_own() -> None:
+    seed = row_seed(5, 0)
+    stream = [uniform(seed, step) for step in range(20_000)]
+    assert all(0.0 <= u < 1.0 for u in stream)
+    assert stream[:50] == [uniform(seed, step) for step in range(50)]  # a function of (seed, step) alone
+    bins = torch.histc(torch.tensor(stream), bins=10, min=0.0, max=1.0)
+    assert float(bins.min()) > 1800 and float(bins.max()) < 2200  # ~2,000 each
+    other = torch.tensor([uniform(row_seed(5, 1), step) for step in range(20_000)])
+    assert abs(float(torch.corrcoef(torch.stack([torch.tensor(stream), other]))[0, 1])) < 0.03
+    assert uniforms([seed, seed], [3, 4]).tolist() == [stream[3], stream[4]]
 
 
 def test_humaneval_samples_do_not_depend_on_the_batch_size(tiny_run) -> None:
@@ -128,7 +134,8 @@ def test_humaneval_samples_do_not_depend_on_the_batch_size(tiny_run) -> None:
     assert len(set(alone.values())) > 3  # samples differ from one another
 
 
-def test_the_c_sampler_draws_as_the_torch_one() -> None:
+@pytest.mark.parametrize("vocab", [700, 701, 37])  # blocks of 64 and a rest, an odd vocabulary, under one block
+def test_the_c_sampler_draws_as_the_torch_one(vocab: int) -> None:
     """sample_rows.c applies the same rule row by row: the same tokens for the same u (up to an exp() that may
     differ in its last bit), and a row's token does not depend on the other rows."""
     from pycpilot.generate.native import load_library
@@ -137,10 +144,10 @@ def test_the_c_sampler_draws_as_the_torch_one() -> None:
     if lib is None:
         pytest.skip(f"no native library: {why}")
     torch.manual_seed(3)
-    logits = torch.randn(6, 700) * 2
+    logits = torch.randn(6, vocab) * 2
     logits[5] = logits[5] * 0.01  # nearly flat: top-p cuts deep into the vocabulary
     t = torch.tensor([0.8, 1.0, 0.0, 1.2, 0.5, 1.0])
-    k = torch.tensor([0, 40, 0, 5, 0, 0])
+    k = torch.tensor([0, 20, 0, 5, 0, 0])
     p = torch.tensor([0.95, 1.0, 1.0, 0.9, 0.3, 0.95])
     agree = total = 0
     for step in range(300):

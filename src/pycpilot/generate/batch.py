@@ -2,8 +2,8 @@
 
 `pycpilot complete` runs one job alone on it; `serve`'s worker keeps it open and lets jobs join and leave
 between steps (continuous batching). Each row has a slot of the cache and its own position, so a row's tokens
-do not depend on which rows run beside it, and each row samples with its own generator (seeded from the job's
-seed and the row's number, or given per row; draw.py): a seeded sample gives the same text alone or among
+do not depend on which rows run beside it, and each row samples from its own stream of numbers (seeded from the
+job's seed and the row's number, or given per row; draw.py): a seeded sample gives the same text alone or among
 others. Rows finish through `Completer.finish_row` (stops, scope, EOS, length), the routine transformers' engine
 (hf.py) uses too.
 
@@ -61,8 +61,7 @@ class Job:
     done: list[Completion | None] = field(default_factory=list)
     shown: list[int] = field(default_factory=list)
     logits: torch.Tensor | None = None
-    seeds: list[int] | None = None  # one per row (eval's samples); default: draw.row_seed(params.seed, row)
-    generators: list[torch.Generator] = field(default_factory=list)
+    seeds: list[int] | None = None  # each row's stream (eval's samples); default: draw.row_seed(params.seed, row)
     settings: tuple[torch.Tensor, ...] = ()  # temperature, top-k, top-p per row, for draw()
 
     def out_of_time(self) -> bool:
@@ -141,8 +140,8 @@ class DecodeBatch:
         if allowed is not None:
             job.logits.masked_fill_(~allowed[: job.logits.shape[-1]].to(job.logits.device), float("-inf"))
         device, n, p = job.logits.device, job.params.n, job.params
-        seeds = job.seeds if job.seeds is not None else [row_seed(p.seed, r) for r in range(n)]
-        job.generators = [torch.Generator(device).manual_seed(s) for s in seeds]
+        if job.seeds is None:
+            job.seeds = [row_seed(p.seed, r) for r in range(n)]
         job.settings = (
             torch.full((n,), p.temperature, device=device),
             torch.full((n,), p.top_k, dtype=torch.long, device=device),
@@ -237,7 +236,9 @@ class DecodeBatch:
             settings = tuple(torch.cat(parts) for parts in zip(*(j.settings for j in jobs), strict=True))
             logits = torch.cat([j.logits for j in jobs])  # type: ignore[misc]
         greedy = all(j.params.greedy for j in jobs)
-        u = torch.zeros(len(logits)) if greedy else torch.cat([uniforms(j.generators) for j in jobs])
+        seeds = [s for j in jobs for s in j.seeds or ()]
+        steps = [len(row) for j in jobs for row in j.rows]  # a row's token count: where it is in its stream
+        u = torch.zeros(len(logits)) if greedy else uniforms(seeds, steps, logits.device)
         return draw(logits, *settings, u, lib=self.fast.lib).tolist()
 
     def advance_or_raise(self) -> None:

@@ -68,7 +68,7 @@ def load_library() -> tuple[Any, str]:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         return None, "no C compiler (cc/gcc) on PATH"
-    flags = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-pthread"]
+    flags = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-fno-math-errno", "-pthread"]
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
@@ -122,7 +122,8 @@ def _build(compiler: str, flags: list[str], folder: Path, target: Path) -> str:
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".so.tmp")
         os.close(fd)
         try:
-            for tuned in (flags, [f for f in flags if f != "-march=native"]):  # a compiler may not know it
+            plain = [f for f in flags if f not in ("-march=native", "-fopenmp-simd")]  # a compiler may not know them
+            for tuned in (flags, plain):
                 done = subprocess.run(
                     [compiler, *tuned, "-o", tmp, *map(str, SOURCES), "-lm"],
                     capture_output=True,

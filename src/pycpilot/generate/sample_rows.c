@@ -4,7 +4,11 @@
    the k-th), top-p from the least likely up (a token goes while it and everything less likely weigh at most
    (1 - p) of the total; ties by id, highest first), then the inverse CDF of u over the kept weights in id
    order. Each row is done alone, in order, so its token never depends on the other rows. Top-k and top-p
-   select by quickselect, not by sorting: O(vocabulary) per row. */
+   select by quickselect, not by sorting: O(vocabulary) per row.
+
+   Speed: every pass over the vocabulary is a loop the compiler vectorises. Sums of masses are reductions
+   under `omp simd` (-fopenmp-simd: no OpenMP runtime), which may add in any order: the masses are integers,
+   so every order gives the same sum; without the pragma, a float sum runs one add at a time. */
 
 #include <math.h>
 #include <stdint.h>
@@ -69,8 +73,9 @@ static float kth_largest(const float *w, int64_t *idx, int64_t n, int64_t k) {
     return w[idx[want]];
 }
 
-/* Mark dropped[i] = 1 for the tokens top-p drops; idx holds the candidates (weight > 0), n of them. */
-static void top_p_drop(const float *w, const double *fixed, int64_t *idx, int64_t n, double limit, uint8_t *dropped) {
+/* Top-p inside the cut's bucket: idx holds its tokens (mass > 0), n of them; drops (zeroes the mass of) those
+   that go while what goes stays <= limit, least likely first. Returns the mass dropped. */
+static double top_p_drop(const float *w, double *fixed, int64_t *idx, int64_t n, double limit) {
     int64_t lo = 0, hi = n;
     double below = 0; /* mass of the tokens already dropped */
     while (hi > lo) {
@@ -78,34 +83,82 @@ static void top_p_drop(const float *w, const double *fixed, int64_t *idx, int64_
         double lower = 0;
         for (int64_t i = lo; i < at; i++) lower += fixed[idx[i]];
         if (below + lower + fixed[idx[at]] <= limit) { /* the pivot and all below it go */
-            for (int64_t i = lo; i <= at; i++) dropped[idx[i]] = 1;
             below += lower + fixed[idx[at]];
+            for (int64_t i = lo; i <= at; i++) fixed[idx[i]] = 0;
             lo = at + 1;
         } else if (below + lower <= limit) { /* all below the pivot go, the pivot stays */
-            for (int64_t i = lo; i < at; i++) dropped[idx[i]] = 1;
-            return;
+            for (int64_t i = lo; i < at; i++) fixed[idx[i]] = 0;
+            return below + lower;
         } else {
             hi = at; /* the cut is below the pivot */
         }
     }
+    return below;
 }
 
-/* work: vocab floats + vocab doubles + vocab int64 + vocab bytes, then BUCKETS doubles. Returns 0. */
+/* Top-p's cut over the bucketed masses: buckets [0, cut) go whole (their mass in *below), the cut's bucket
+   is split token by token. Sums by blocks of 64 buckets first, then buckets (integers: exact in any order). */
+static int64_t cut_bucket(const double *hist, int64_t buckets, double limit, double *below) {
+    double done = 0;
+    int64_t cut = 0;
+    while (cut + 64 <= buckets) {
+        double block = 0;
+        _Pragma("omp simd reduction(+ : block)")
+        for (int64_t i = 0; i < 64; i++) block += hist[cut + i];
+        if (done + block > limit) break;
+        done += block;
+        cut += 64;
+    }
+    while (cut < buckets - 1 && done + hist[cut] <= limit) done += hist[cut++];
+    *below = done;
+    return cut;
+}
+
+/* The token whose cumulative mass (kept tokens in id order) first passes target: blocks of 64 ids summed at
+   once, then one by one inside the block that passes it. */
+static int64_t inverse_cdf(const double *fixed, int64_t vocab, double target) {
+    double cum = 0;
+    int64_t i = 0;
+    while (i + 64 <= vocab) {
+        double block = 0;
+        _Pragma("omp simd reduction(+ : block)")
+        for (int64_t j = 0; j < 64; j++) block += fixed[i + j];
+        if (cum + block > target) break;
+        cum += block;
+        i += 64;
+    }
+    for (; i < vocab; i++) {
+        cum += fixed[i];
+        if (cum > target) return i;
+    }
+    return vocab - 1;
+}
+
+/* work: vocab floats + vocab doubles + vocab int64, then BUCKETS doubles. Returns 0. */
 int pyc_sample(const float *logits, int64_t rows, int64_t vocab, const float *temperature, const int64_t *top_k,
                const float *top_p, const double *u, double one, void *work, int64_t *out) {
     float *w = (float *)work;
     double *fixed = (double *)(w + vocab + (vocab & 1));
     int64_t *idx = (int64_t *)(fixed + vocab);
-    uint8_t *dropped = (uint8_t *)(idx + vocab);
-    double *hist = (double *)(dropped + vocab + (8 - vocab % 8) % 8);
+    double *hist = (double *)(idx + vocab);
+    /* Weights below 0.5 / one round to mass 0: their buckets fold into the first one. one <= 2^51, so
+       base >= (127 - 52) << 6 and the two histograms below (2 * buckets) fit in BUCKETS doubles. */
+    const float least = (float)(0.5 / one);
+    const int64_t base = bucket_of(least), buckets = BUCKETS - base;
     for (int64_t r = 0; r < rows; r++) {
         const float *x = logits + r * vocab;
         float t = temperature[r];
-        int64_t best = 0;
-        for (int64_t i = 1; i < vocab; i++)
-            if (x[i] > x[best]) best = i;
-        if (t <= 0) { out[r] = best; continue; }
-        float tt = t > 1e-6f ? t : 1e-6f, top = x[best] / tt;
+        float top = x[0];
+        _Pragma("omp simd reduction(max : top)")
+        for (int64_t i = 1; i < vocab; i++) top = x[i] > top ? x[i] : top;
+        if (t <= 0) {
+            int64_t best = 0;
+            while (best < vocab - 1 && !(x[best] == top)) best++;
+            out[r] = best;
+            continue;
+        }
+        float tt = t > 1e-6f ? t : 1e-6f;
+        top = top / tt;
         for (int64_t i = 0; i < vocab; i++) w[i] = exp_neg(x[i] / tt - top);
         int64_t k = top_k[r];
         if (k > 0 && k < vocab) {
@@ -113,42 +166,45 @@ int pyc_sample(const float *logits, int64_t rows, int64_t vocab, const float *te
             for (int64_t i = 0; i < vocab; i++) if (w[i] < kth) w[i] = 0;
         }
         double total = 0;
-        int64_t n = 0;
+        _Pragma("omp simd reduction(+ : total)")
         for (int64_t i = 0; i < vocab; i++) {
             fixed[i] = nearbyint((double)w[i] * one);
             total += fixed[i];
-            dropped[i] = 0;
-            if (w[i] > 0) idx[n++] = i;
         }
         if (top_p[r] < 1.0f) {
             double limit = floor((1.0 - (double)top_p[r]) * total);
             /* Masses by the top bits of the float weight (exponent and 6 bits of mantissa: weights within
                ~1.6% share a bucket); the buckets wholly below the cut go at once, and only the tokens of the
-               cut's bucket are selected one by one. */
-            memset(hist, 0, sizeof(double) * BUCKETS);
-            for (int64_t i = 0; i < vocab; i++) hist[bucket_of(w[i])] += fixed[i];
-            double below = 0;
-            int64_t cut = 0;
-            while (cut < BUCKETS - 1 && below + hist[cut] <= limit) below += hist[cut++];
-            n = 0;
-            for (int64_t i = 0; i < vocab; i++) {
-                int64_t b = bucket_of(w[i]);
-                if (b < cut) dropped[i] = 1;
-                else if (b == cut && w[i] > 0) idx[n++] = i;
+               cut's bucket are selected one by one. Two histograms, of even and of odd ids: with one, the adds
+               of the many tokens of a bucket would wait for each other. */
+            double *odd = hist + buckets;
+            memset(hist, 0, sizeof(double) * 2 * buckets);
+            for (int64_t i = 0; i + 1 < vocab; i += 2) {
+                int64_t b0 = bucket_of(w[i]) - base, b1 = bucket_of(w[i + 1]) - base;
+                hist[b0 > 0 ? b0 : 0] += fixed[i];
+                odd[b1 > 0 ? b1 : 0] += fixed[i + 1];
             }
-            top_p_drop(w, fixed, idx, n, limit - below, dropped);
-            total = 0;
-            for (int64_t i = 0; i < vocab; i++) if (!dropped[i]) total += fixed[i];
+            if (vocab & 1) {
+                int64_t b0 = bucket_of(w[vocab - 1]) - base;
+                hist[b0 > 0 ? b0 : 0] += fixed[vocab - 1];
+            }
+            for (int64_t i = 0; i < buckets; i++) hist[i] += odd[i];
+            double below;
+            int64_t cut = cut_bucket(hist, buckets, limit, &below) + base, n = 0;
+            for (int64_t i = 0; i < vocab; i++) fixed[i] = bucket_of(w[i]) < cut ? 0 : fixed[i];
+            for (int64_t at = 0; at < vocab; at += 64) { /* few tokens are in the cut's bucket: test 64 at once */
+                int64_t end = at + 64 < vocab ? at + 64 : vocab, any = 0;
+                _Pragma("omp simd reduction(| : any)")
+                for (int64_t i = at; i < end; i++) any |= bucket_of(w[i]) == cut;
+                if (any)
+                    for (int64_t i = at; i < end; i++)
+                        if (bucket_of(w[i]) == cut && fixed[i] > 0) idx[n++] = i;
+            }
+            total -= below + top_p_drop(w, fixed, idx, n, limit - below);
         }
-        double target = floor(u[r] * total), cum = 0;
+        double target = floor(u[r] * total);
         if (target > total - 1) target = total - 1;
-        int64_t pick = vocab - 1;
-        for (int64_t i = 0; i < vocab; i++) {
-            if (dropped[i]) continue;
-            cum += fixed[i];
-            if (cum > target) { pick = i; break; }
-        }
-        out[r] = pick;
+        out[r] = inverse_cdf(fixed, vocab, target);
     }
     return 0;
 }
