@@ -423,6 +423,40 @@ def test_the_torch_engine_batches_like_the_native_step(tiny_run: Path, completer
         s.close()
 
 
+def test_concurrent_sampled_requests_share_steps_and_draw_as_alone(tiny_run: Path, completer: Completer) -> None:
+    """n up to the server's batch, two sampled requests side by side: each sample is the one `complete` draws
+    for its seed alone, and the rows advance in shared steps."""
+    import concurrent.futures
+
+    app = create_app(ServeConfig(model=tiny_run, max_batch=6), Completer(tiny_run), start_worker=False)
+    s, scheduler = InProcess(app), app.state.server.scheduler
+    try:
+        asks = [("def mean(xs):\n", 4, 11), (PROMPT, 2, 5)]  # 4 + 2 rows: the batch full
+        url = f"{s.base}/v1/completions"
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            futures = [
+                pool.submit(httpx.post, url, timeout=60, json={
+                    "prompt": p, "n": n, "seed": seed, "max_tokens": 12, "temperature": 0.9, "top_p": 0.9,
+                })  # fmt: skip
+                for p, n, seed in asks
+            ]
+            _wait_for(lambda: _health(s)["queued"] == 2)
+            scheduler.start()
+            got = [[c["text"] for c in f.result().json()["choices"]] for f in futures]
+        want = [
+            [c.text for c in completer.complete(p, n=n, seed=seed, max_new_tokens=12, temperature=0.9, top_p=0.9,
+                                                scope="file", heal=True).completions]  # fmt: skip
+            for p, n, seed in asks
+        ]
+        assert got == want
+        assert len(set(got[0])) > 1  # the samples of one request differ
+        assert _health(s)["steps"] < 2 * 12  # side by side, not one request after the other
+        too_many = httpx.post(url, json={"prompt": "x", "n": 7}, timeout=60)
+        assert too_many.status_code == 400 and "between 1 and 6" in too_many.json()["error"]["message"]
+    finally:
+        s.close()
+
+
 def test_the_torch_step_of_several_rows_equals_the_native_one(completer: Completer) -> None:
     import torch
 
