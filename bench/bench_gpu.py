@@ -5,10 +5,13 @@
    (target: MFU >= 40% on an H100);
 2. serving (issue 6): `pycpilot serve --device cuda` with the tiny preset's shape, 200-token prompts (each its
    own) and 32 new tokens at concurrency 1 and 4 (target: throughput at 4 >= 2x at 1), with the CPU server of
-   the same model beside it (`--device cpu`).
+   the same model beside it (`--device cpu`);
+3. sampling (issue 18): bench_sampling's comparison on the GPU, our torch engine's decode batch (10 samples of
+   each of 8 HumanEval prompts, temperature 0.8, top-p 0.95, 128 new tokens) against transformers' batched
+   `generate`, untrained 4 x 256 (vocabulary 32,768) and `small` models (target on a CPU: 3x and 1.5x).
 
 `--smoke` runs the same on the CPU with a few steps, to check the script itself where there is no GPU.
-Usage on the device machine: `make install && .venv/bin/python bench/bench_gpu.py` (~6 minutes).
+Usage on the device machine: `make install && .venv/bin/python bench/bench_gpu.py` (~8 minutes).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from pathlib import Path
 
 import torch
 
+from bench_sampling import SHAPES
+from bench_sampling import make_model as make_sampling_model
+from bench_sampling import measure as measure_sampling
 from bench_serve import NEW_TOKENS, PROMPT_TOKENS, load, make_model, prompt_windows
 from bench_train import build_inputs
 from pycpilot.data.report import table
@@ -85,6 +91,19 @@ def serve_rows(model: Path, device: str, requests: int) -> tuple[list[list[str]]
     return rows, rps[4] / rps[1]
 
 
+def sampling_rows(root: Path, made: dict, device: str, prompts: int) -> list[list[str]]:
+    from pycpilot.evaluate.problems import load_problems
+
+    problems = load_problems()
+    texts = [problems[t]["prompt"].strip() for t in list(problems)[:prompts]]
+    rows = []
+    for name in ("4x256", "small"):
+        model = make_sampling_model(root, name, made[SHAPES[name][3]])
+        ours, hf, _, _ = measure_sampling(model, texts, 10, device)
+        rows.append([name, device, str(len(texts)), f"{hf:,.0f}", f"{ours:,.0f}", f"{ours / hf:.2f}x"])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-steps", type=int, default=200, help="training steps of `small` (200)")
@@ -102,7 +121,7 @@ def main() -> None:
         print(f"date: {subprocess.run(['date'], capture_output=True, text=True).stdout.strip()}")
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (smoke run on the CPU)"
         print(f"GPU: {gpu}; torch {torch.__version__}, CUDA {torch.version.cuda}")
-        made = build_inputs(root, [52000, 8192], [(52000, 1024, 0.0)])
+        made = build_inputs(root, [52000, 8192, 32768], [(52000, 1024, 0.0)])
         head = ["run", "device", "dtype", "steps", "tokens/s", "MFU", "loss", "wall s"]
         print("\n1. training\n" + table(head, [train_row(root, made[52000, 1024], args.train_steps, args.batch,
                                                            args.smoke)]))  # fmt: skip
@@ -116,6 +135,10 @@ def main() -> None:
         print(f"\n{title}\n" + table(head, rows))
         for device, ratio in ratios.items():
             print(f"throughput, concurrency 4 / 1 on {device}: {ratio:.2f}x (target >= 2x)")
+        print("\n3. sampling, 10 samples per prompt, T 0.8, top-p 0.95, 128 new tokens\n" + table(
+            ["model", "device", "prompts", "transformers tok/s", "ours tok/s", "ours / transformers"],
+            sampling_rows(root, made, "cpu" if args.smoke else "cuda", 2 if args.smoke else 8),
+        ))  # fmt: skip
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

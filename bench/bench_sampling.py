@@ -43,13 +43,13 @@ def make_model(root: Path, name: str, tokenizer: Path) -> Path:
     return make_untrained(root, name, tokenizer, SHAPES[name])
 
 
-def measure(model_dir: Path, prompts: list[str], n: int) -> tuple[float, float, int, int]:
-    """(ours new tokens/s, transformers', ours tokens, transformers' tokens)."""
+def measure(model_dir: Path, prompts: list[str], n: int, device: str = "auto") -> tuple[float, float, int, int]:
+    """(ours new tokens/s, transformers', ours tokens, transformers' tokens), both on `device`."""
     from pycpilot.evaluate.sampling import _Problem, _run_queue
     from pycpilot.generate import Completer
     from pycpilot.generate.sampling import SamplingParams
 
-    ours = Completer(model_dir)
+    ours = Completer(model_dir, device=device)
     ours.stop_ids = set()  # every row to the limit
     model = ours.model
     model.generation_config.eos_token_id = None
@@ -58,6 +58,8 @@ def measure(model_dir: Path, prompts: list[str], n: int) -> tuple[float, float, 
         ids, _, max_new, _ = ours.prepare(prompt, None, NEW_TOKENS, bos=True)
         todo.append(_Problem(i, str(i), prompt, ids, max_new))
     cfg = SimpleNamespace(batch_size=n, n=n, seed=1)
+    if model.device.type == "cuda":  # CUDA's first calls load kernels and libraries: not part of either side
+        ours.complete(prompts[0], n=2, max_new_tokens=4, temperature=TEMPERATURE)
     got = [0]
 
     def params(k: int, p: _Problem) -> SamplingParams:
@@ -66,8 +68,10 @@ def measure(model_dir: Path, prompts: list[str], n: int) -> tuple[float, float, 
     def finished(p: _Problem, sample: int, c) -> None:
         got[0] += c.tokens
 
+    _sync(model.device)
     start = time.perf_counter()
     _run_queue(ours, cfg, 0, todo, params, finished)  # type: ignore[arg-type]
+    _sync(model.device)
     ours_s = time.perf_counter() - start
 
     torch.manual_seed(0)
@@ -75,14 +79,20 @@ def measure(model_dir: Path, prompts: list[str], n: int) -> tuple[float, float, 
     start = time.perf_counter()
     with torch.inference_mode():
         for p in todo:
-            ids = torch.tensor([p.ids])
+            ids = torch.tensor([p.ids], device=model.device)
             out = model.generate(
                 ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=TEMPERATURE, top_p=TOP_P,
                 num_return_sequences=n, max_new_tokens=p.max_new, pad_token_id=0,
             )  # fmt: skip
             hf_tokens += (out.shape[1] - ids.shape[1]) * n
+    _sync(model.device)
     hf_s = time.perf_counter() - start
     return got[0] / ours_s, hf_tokens / hf_s, got[0], hf_tokens
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def main() -> None:
