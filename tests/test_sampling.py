@@ -108,6 +108,39 @@ def test_complete_is_one_job_alone_on_the_servers_loop(tiny_run: Path) -> None:
     assert got[(0, 0)].tokens == 5 and sorted(batch.free) == [0, 1, 2, 3]  # type: ignore[attr-defined]
 
 
+def test_a_row_that_stops_early_frees_its_slot_for_the_next_job(tiny_run: Path) -> None:
+    from pycpilot.generate import Completer
+    from pycpilot.generate.batch import DecodeBatch, Job
+    from pycpilot.generate.text import Stopper
+
+    completer = Completer(tiny_run)
+    batch = DecodeBatch(completer, 3, completer.context)
+    got: dict[tuple[int, int | None], object] = {}
+
+    def job(prompt: str, p: SamplingParams, k: int) -> Job:
+        ids, _, max_new, _ = completer.prepare(prompt, None, p.max_new_tokens, False)
+        p = dataclasses.replace(p, max_new_tokens=max_new)
+        stoppers = [Stopper(prompt, p.stop, p.scope, 0) for _ in range(p.n)]
+        return Job(ids, p, stoppers, lambda kind, row, v: got.__setitem__((k, row), v) if kind == "done" else None)
+
+    long = SamplingParams(max_new_tokens=12, temperature=0.9, n=2, seed=4, scope="file")
+    short = job("x = 1\n", SamplingParams(max_new_tokens=3, scope="file"), 0)
+    batch.start(short)
+    batch.start(job("def f():\n", long, 1))
+    assert batch.free == []
+    for _ in range(3):
+        batch.advance()
+    assert (0, 0) in got and batch.free == short.slots and (1, 0) not in got  # the short row is done, its slot free
+    late = SamplingParams(max_new_tokens=6, temperature=0.9, n=1, seed=8, scope="file")
+    batch.start(job("import os\n", late, 2))  # takes the freed slot while job 1 goes on
+    while batch.active:
+        batch.advance()
+    assert got[(2, 0)].ids == completer.complete("import os\n", late).completions[0].ids  # type: ignore[attr-defined]
+    assert [got[(1, r)].ids for r in range(2)] == [  # type: ignore[attr-defined]
+        c.ids for c in completer.complete("def f():\n", long).completions
+    ]
+
+
 def test_complete_takes_params_or_keywords_not_both(tiny_run: Path) -> None:
     from pycpilot.generate import Completer
 

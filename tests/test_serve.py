@@ -432,22 +432,17 @@ def test_concurrent_sampled_requests_share_steps_and_draw_as_alone(tiny_run: Pat
     s, scheduler = InProcess(app), app.state.server.scheduler
     try:
         asks = [("def mean(xs):\n", 4, 11), (PROMPT, 2, 5)]  # 4 + 2 rows: the batch full
+        sampling = {"max_tokens": 12, "temperature": 0.9, "top_p": 0.9}
         url = f"{s.base}/v1/completions"
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            futures = [
-                pool.submit(httpx.post, url, timeout=60, json={
-                    "prompt": p, "n": n, "seed": seed, "max_tokens": 12, "temperature": 0.9, "top_p": 0.9,
-                })  # fmt: skip
-                for p, n, seed in asks
-            ]
+            bodies = [{"prompt": p, "n": n, "seed": seed, **sampling} for p, n, seed in asks]
+            futures = [pool.submit(httpx.post, url, json=body, timeout=60) for body in bodies]
             _wait_for(lambda: _health(s)["queued"] == 2)
             scheduler.start()
             got = [[c["text"] for c in f.result().json()["choices"]] for f in futures]
-        want = [
-            [c.text for c in completer.complete(p, n=n, seed=seed, max_new_tokens=12, temperature=0.9, top_p=0.9,
-                                                scope="file", heal=True).completions]  # fmt: skip
-            for p, n, seed in asks
-        ]
+        same = {"max_new_tokens": 12, "temperature": 0.9, "top_p": 0.9, "scope": "file", "heal": True}
+        alone = [completer.complete(p, n=n, seed=seed, **same) for p, n, seed in asks]
+        want = [[c.text for c in result.completions] for result in alone]
         assert got == want
         assert len(set(got[0])) > 1  # the samples of one request differ
         assert _health(s)["steps"] < 2 * 12  # side by side, not one request after the other
