@@ -165,6 +165,12 @@ def test_eval_cli_errors_are_one_line(tiny_run: Path, tmp_path: Path) -> None:
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         f"pycpilot eval: error: --data {tmp_path / 'none'} does not exist"
     ]
+    if not torch.cuda.is_available():
+        args = ["eval", "humaneval", "--model", str(tiny_run), "--out", str(tmp_path / "o"), "--device", "cuda"]
+        done = subprocess.run([_exe(), *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+            "pycpilot eval: error: --device cuda: this torch sees no CUDA GPU (see the README's GPU install)"
+        ]
 
 
 def test_samples_files_with_a_bom_extra_keys_and_duplicates_are_read(tmp_path: Path, monkeypatch) -> None:
@@ -197,7 +203,7 @@ def test_a_large_humaneval_seed_still_samples(tiny_run: Path, tmp_path: Path) ->
     cfg = HumanEvalConfig(out=tmp_path / "o", model=tiny_run, n=2, temperatures=[0.8], limit=1, max_new_tokens=4)
     cfg.seed, cfg.quiet = 10**15, True  # derived seeds pass 2**64, which torch refuses
     rows, summary = sample_humaneval(cfg, load_problems(), lambda s: ([{**r, "passed": False} for r in s], 0.0))
-    assert len(rows) == 2 and summary["T=0.8"]["samples"] == 2
+    assert len(rows) == 2 and summary["T=0.8"]["samples"] == 2 and summary["T=0.8"]["device"] == "cpu"
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from pycpilot.errors import PycpilotError
 from pycpilot.evaluate.passk import KS, summarize
 from pycpilot.evaluate.problems import check_samples, load_problems
 from pycpilot.evaluate.sandbox import SandboxConfig, describe_isolation
+from pycpilot.generate.config import device_setting
 from pycpilot.generate.sampling import check_temperature, sampling_setting
 from pycpilot.manifest import atomic_output_dir, base_manifest, write_json_atomic
 from pycpilot.settings import check, setting
@@ -49,6 +50,7 @@ class HumanEvalConfig:
     top_p: float = sampling_setting("top_p", 0.95)
     max_new_tokens: int = sampling_setting("max_new_tokens", 256)
     batch_size: int = sampling_setting("n", 20, help="sequences decoded together", flag=None)
+    device: str = device_setting()
     limit: int | None = setting(
         None, help="the first N problems only (a quick look; pass@k is then not HumanEval's)", low=1
     )

@@ -49,7 +49,7 @@ def sample_humaneval(
     score: Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]], float]],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows of every (temperature, problem, sample), scored, and the pass@k summary per temperature."""
-    completer = Completer(cfg.model)  # type: ignore[arg-type]
+    completer = Completer(cfg.model, device=cfg.device)  # type: ignore[arg-type]
     tasks = list(problems)[: cfg.limit] if cfg.limit else list(problems)
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
@@ -75,6 +75,7 @@ def sample_humaneval(
             "kept_tokens_per_s": round(counts["kept"] / max(sampling_s, 1e-9), 1),
             "sandbox_seconds": round(sandbox_s, 2),
             "engine": completer.engine,
+            "device": str(completer.device),
         }
     return rows, summary
 
