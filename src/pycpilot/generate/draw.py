@@ -70,8 +70,9 @@ def masses(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
     bits = weight.view(torch.int32)  # non-negative floats: their bits sort as they do
     shift, buckets = 17, 1 << 14  # the exponent and 6 bits of mantissa: weights within ~1.6% share a bucket
     bucket = bits >> shift
-    offsets = torch.arange(rows)[:, None] * buckets
-    hist = torch.zeros(rows * buckets, dtype=torch.float64).index_add_(0, (bucket + offsets).view(-1), fixed.view(-1))
+    offsets = torch.arange(rows, device=logits.device)[:, None] * buckets
+    hist = torch.zeros(rows * buckets, dtype=torch.float64, device=logits.device)
+    hist.index_add_(0, (bucket + offsets).view(-1), fixed.view(-1))
     below_each = hist.view(rows, buckets).cumsum(dim=-1)
     limit = ((1.0 - top_p.double()) * below_each[:, -1]).floor_()
     cut = torch.searchsorted(below_each, limit[:, None], right=True).squeeze(1)  # buckets wholly dropped
@@ -89,7 +90,7 @@ def masses(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
         first = torch.ones_like(r, dtype=torch.bool)
         first[1:] = r[1:] != r[:-1]
         start = running - mass
-        first_of_row = torch.cummax(torch.where(first, torch.arange(len(r)), 0), dim=0).values
+        first_of_row = torch.cummax(torch.where(first, torch.arange(len(r), device=r.device), 0), dim=0).values
         before = running - start[first_of_row]
     out = dropped.clone()
     out[r, c] = before + below[r] <= limit[r]
@@ -101,7 +102,8 @@ def filtered(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(each token's probability after the filters, in id order; the ids), for tests and inspection."""
     fixed = masses(logits, temperature, top_k, top_p)
-    return fixed / fixed.sum(dim=-1, keepdim=True), torch.arange(fixed.shape[-1]).expand(fixed.shape)
+    ids = torch.arange(fixed.shape[-1], device=fixed.device).expand(fixed.shape)
+    return fixed / fixed.sum(dim=-1, keepdim=True), ids
 
 
 def draw(
