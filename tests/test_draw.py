@@ -159,3 +159,29 @@ def test_the_c_sampler_draws_as_the_torch_one(vocab: int) -> None:
             alone = draw(logits[r : r + 1], t[r : r + 1], k[r : r + 1], p[r : r + 1], u[r : r + 1], lib=lib)
             assert int(alone) == int(native[r])
     assert agree / total >= 0.99
+
+
+def test_a_tiny_top_p_keeps_the_likeliest_and_bad_logits_give_a_valid_token() -> None:
+    """1 - p rounding to 1 must not drop every token; NaN or infinite logits (a broken model) give some token id
+    of the vocabulary, never a crash or a write outside the sampler's memory."""
+    from pycpilot.generate.native import load_library
+
+    lib, _ = load_library()
+    logits = torch.randn(3, 300)
+    logits[:, 17] = 9.0
+    one_row = torch.ones(3), torch.zeros(3, dtype=torch.long)
+    for p in (1e-20, 1e-45):
+        for engine in (None, lib) if lib is not None else (None,):
+            u = torch.tensor([0.0, 0.5, 1 - 2**-53], dtype=torch.float64)
+            assert draw(logits, *one_row, torch.full((3,), p), u, lib=engine).tolist() == [17, 17, 17]
+    if lib is None:
+        return
+    bad = torch.randn(4, 301)
+    bad[0, 5] = float("nan")
+    bad[1, 0] = float("nan")
+    bad[2, 9] = float("inf")
+    bad[3] = float("-inf")
+    settings = torch.full((4,), 0.8), torch.zeros(4, dtype=torch.long), torch.full((4,), 0.9)
+    for u in (0.0, 0.3, 1 - 2**-53):
+        got = draw(bad, *settings, torch.full((4,), u, dtype=torch.float64), lib=lib)
+        assert all(0 <= t < 301 for t in got.tolist())

@@ -74,7 +74,8 @@ def masses(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
     hist = torch.zeros(rows * buckets, dtype=torch.float64, device=logits.device)
     hist.index_add_(0, (bucket + offsets).view(-1), fixed.view(-1))
     below_each = hist.view(rows, buckets).cumsum(dim=-1)
-    limit = ((1.0 - top_p.double()) * below_each[:, -1]).floor_()
+    total = below_each[:, -1]  # the limit is at most total - 1: the likeliest stays even where 1 - p rounds to 1
+    limit = torch.minimum(((1.0 - top_p.double()) * total).floor_(), total - 1)
     cut = torch.searchsorted(below_each, limit[:, None], right=True).squeeze(1)  # buckets wholly dropped
     below = torch.where(cut > 0, below_each.gather(1, (cut - 1).clamp(min=0)[:, None]).squeeze(1), 0.0)
     dropped = bucket < cut[:, None]

@@ -18,7 +18,7 @@
    expf is scalar: it was most of the sampler's time): x = n ln2 + r, a degree-6 polynomial for exp(r), 2^n
    written into the exponent. Below e^-87 the weight is ~1e-38, which the fixed-point scaling makes 0. */
 static inline float exp_neg(float x) {
-    x = x < -87.0f ? -87.0f : x;
+    x = x > -87.0f ? x : -87.0f; /* a NaN too (from inf - inf): its bits would make no weight */
     const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest */
     float r = x - n * 0.693145751953125f;
     r = r - n * 1.428606765330187e-06f;
@@ -41,6 +41,12 @@ static inline int64_t bucket_of(float w) {
     uint32_t bits;
     memcpy(&bits, &w, sizeof bits);
     return (int64_t)(bits >> 17);
+}
+
+/* Where a weight's mass goes in a histogram of `buckets` from bucket `base` up, clamped both ways. */
+static inline int64_t slot_of(float w, int64_t base, int64_t buckets) {
+    int64_t b = bucket_of(w) - base;
+    return b < 0 ? 0 : b < buckets ? b : buckets - 1;
 }
 
 /* The order from the least likely up: by weight, then by id, highest first. */
@@ -172,7 +178,8 @@ int pyc_sample(const float *logits, int64_t rows, int64_t vocab, const float *te
             total += fixed[i];
         }
         if (top_p[r] < 1.0f) {
-            double limit = floor((1.0 - (double)top_p[r]) * total);
+            /* at most total - 1: the likeliest token stays even where 1 - p rounds to 1 */
+            double limit = fmin(floor((1.0 - (double)top_p[r]) * total), total - 1);
             /* Masses by the top bits of the float weight (exponent and 6 bits of mantissa: weights within
                ~1.6% share a bucket); the buckets wholly below the cut go at once, and only the tokens of the
                cut's bucket are selected one by one. Two histograms, of even and of odd ids: with one, the adds
@@ -180,14 +187,10 @@ int pyc_sample(const float *logits, int64_t rows, int64_t vocab, const float *te
             double *odd = hist + buckets;
             memset(hist, 0, sizeof(double) * 2 * buckets);
             for (int64_t i = 0; i + 1 < vocab; i += 2) {
-                int64_t b0 = bucket_of(w[i]) - base, b1 = bucket_of(w[i + 1]) - base;
-                hist[b0 > 0 ? b0 : 0] += fixed[i];
-                odd[b1 > 0 ? b1 : 0] += fixed[i + 1];
+                hist[slot_of(w[i], base, buckets)] += fixed[i];
+                odd[slot_of(w[i + 1], base, buckets)] += fixed[i + 1];
             }
-            if (vocab & 1) {
-                int64_t b0 = bucket_of(w[vocab - 1]) - base;
-                hist[b0 > 0 ? b0 : 0] += fixed[vocab - 1];
-            }
+            if (vocab & 1) hist[slot_of(w[vocab - 1], base, buckets)] += fixed[vocab - 1];
             for (int64_t i = 0; i < buckets; i++) hist[i] += odd[i];
             double below;
             int64_t cut = cut_bucket(hist, buckets, limit, &below) + base, n = 0;
