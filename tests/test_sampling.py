@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -15,6 +17,10 @@ from pycpilot.generate.config import CompleteConfig
 from pycpilot.generate.sampling import SAMPLING_FIELDS, SamplingParams
 from pycpilot.serve.requests import parse_completion, parse_infill
 from pycpilot.settings import specs
+
+if TYPE_CHECKING:
+    from pycpilot.generate import Completer
+    from pycpilot.generate.batch import Job
 
 
 def test_sampling_params_are_keyword_only_frozen_and_checked_when_made() -> None:
@@ -80,8 +86,7 @@ def test_a_request_becomes_sampling_params() -> None:
 def test_complete_is_one_job_alone_on_the_servers_loop(tiny_run: Path) -> None:
     """The same job gives the same rows alone (complete) and beside another job in one batch (serve)."""
     from pycpilot.generate import Completer
-    from pycpilot.generate.batch import DecodeBatch, Job
-    from pycpilot.generate.text import Stopper
+    from pycpilot.generate.batch import DecodeBatch
 
     completer = Completer(tiny_run)
     params = SamplingParams(max_new_tokens=12, temperature=1.0, n=2, seed=6, scope="file")
@@ -92,12 +97,7 @@ def test_complete_is_one_job_alone_on_the_servers_loop(tiny_run: Path) -> None:
     got: dict[tuple[int, int | None], object] = {}
 
     def job(prompt: str, p: SamplingParams, k: int) -> Job:
-        ids, _, max_new, _ = completer.prepare(prompt, None, p.max_new_tokens, False)
-        p = dataclasses.replace(p, max_new_tokens=max_new)
-        stoppers = [Stopper(prompt, p.stop, p.scope, 0) for _ in range(p.n)]
-        return Job(
-            ids, p, stoppers, lambda kind, row, value: got.__setitem__((k, row), value) if kind == "done" else None
-        )
+        return _job(completer, prompt, p, lambda kind, row, v: got.__setitem__((k, row), v) if kind == "done" else None)
 
     batch.start(job("class A:\n", SamplingParams(max_new_tokens=5, scope="file"), 0))  # a neighbour, shorter
     batch.advance()
@@ -110,18 +110,14 @@ def test_complete_is_one_job_alone_on_the_servers_loop(tiny_run: Path) -> None:
 
 def test_a_row_that_stops_early_frees_its_slot_for_the_next_job(tiny_run: Path) -> None:
     from pycpilot.generate import Completer
-    from pycpilot.generate.batch import DecodeBatch, Job
-    from pycpilot.generate.text import Stopper
+    from pycpilot.generate.batch import DecodeBatch
 
     completer = Completer(tiny_run)
     batch = DecodeBatch(completer, 3, completer.context)
     got: dict[tuple[int, int | None], object] = {}
 
     def job(prompt: str, p: SamplingParams, k: int) -> Job:
-        ids, _, max_new, _ = completer.prepare(prompt, None, p.max_new_tokens, False)
-        p = dataclasses.replace(p, max_new_tokens=max_new)
-        stoppers = [Stopper(prompt, p.stop, p.scope, 0) for _ in range(p.n)]
-        return Job(ids, p, stoppers, lambda kind, row, v: got.__setitem__((k, row), v) if kind == "done" else None)
+        return _job(completer, prompt, p, lambda kind, row, v: got.__setitem__((k, row), v) if kind == "done" else None)
 
     long = SamplingParams(max_new_tokens=12, temperature=0.9, n=2, seed=4, scope="file")
     short = job("x = 1\n", SamplingParams(max_new_tokens=3, scope="file"), 0)
@@ -150,3 +146,13 @@ def test_complete_takes_params_or_keywords_not_both(tiny_run: Path) -> None:
     assert [c.ids for c in a.completions] == [c.ids for c in b.completions]
     with pytest.raises(TypeError, match="not both"):
         completer.complete("def f(", SamplingParams(), max_new_tokens=4)
+
+
+def _job(completer: Completer, prompt: str, p: SamplingParams, emit: Callable[[str, int | None, Any], None]) -> Job:
+    """A Job for `prompt` as `complete` makes it: tokens fitted to the context, one stopper per row."""
+    from pycpilot.generate.batch import Job
+    from pycpilot.generate.text import Stopper
+
+    ids, _, max_new, _ = completer.prepare(prompt, None, p.max_new_tokens, False)
+    p = dataclasses.replace(p, max_new_tokens=max_new)
+    return Job(ids, p, [Stopper(prompt, p.stop, p.scope, 0) for _ in range(p.n)], emit)

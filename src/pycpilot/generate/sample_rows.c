@@ -102,42 +102,23 @@ static double top_p_drop(const float *w, double *fixed, int64_t *idx, int64_t n,
     return below;
 }
 
-/* Top-p's cut over the bucketed masses: buckets [0, cut) go whole (their mass in *below), the cut's bucket
-   is split token by token. Sums by blocks of 64 buckets first, then buckets (integers: exact in any order). */
-static int64_t cut_bucket(const double *hist, int64_t buckets, double limit, double *below) {
-    double done = 0;
-    int64_t cut = 0;
-    while (cut + 64 <= buckets) {
-        double block = 0;
-        _Pragma("omp simd reduction(+ : block)")
-        for (int64_t i = 0; i < 64; i++) block += hist[cut + i];
-        if (done + block > limit) break;
-        done += block;
-        cut += 64;
-    }
-    while (cut < buckets - 1 && done + hist[cut] <= limit) done += hist[cut++];
-    *below = done;
-    return cut;
-}
-
-/* The token whose cumulative mass (kept tokens in id order) first passes target: blocks of 64 ids summed at
-   once, then one by one inside the block that passes it. */
-static int64_t inverse_cdf(const double *fixed, int64_t vocab, double target) {
-    double cum = 0;
+/* The first i at which the running sum of v passes target (n - 1 if none does), and the sum of v before it
+   (top-p's cut over the buckets, the inverse CDF over the tokens): blocks of 64 summed at once while they do
+   not pass it (integers: exact in any order), then one by one. */
+static int64_t first_past(const double *v, int64_t n, double target, double *before) {
+    double sum = 0;
     int64_t i = 0;
-    while (i + 64 <= vocab) {
+    while (i + 64 < n) {
         double block = 0;
         _Pragma("omp simd reduction(+ : block)")
-        for (int64_t j = 0; j < 64; j++) block += fixed[i + j];
-        if (cum + block > target) break;
-        cum += block;
+        for (int64_t j = 0; j < 64; j++) block += v[i + j];
+        if (sum + block > target) break;
+        sum += block;
         i += 64;
     }
-    for (; i < vocab; i++) {
-        cum += fixed[i];
-        if (cum > target) return i;
-    }
-    return vocab - 1;
+    for (; i < n - 1 && sum + v[i] <= target; i++) sum += v[i];
+    *before = sum;
+    return i;
 }
 
 /* work: vocab floats + vocab doubles + vocab int64, then BUCKETS doubles. Returns 0. */
@@ -193,7 +174,7 @@ int pyc_sample(const float *logits, int64_t rows, int64_t vocab, const float *te
             if (vocab & 1) hist[slot_of(w[vocab - 1], base, buckets)] += fixed[vocab - 1];
             for (int64_t i = 0; i < buckets; i++) hist[i] += odd[i];
             double below;
-            int64_t cut = cut_bucket(hist, buckets, limit, &below) + base, n = 0;
+            int64_t cut = first_past(hist, buckets, limit, &below) + base, n = 0;
             for (int64_t i = 0; i < vocab; i++) fixed[i] = bucket_of(w[i]) < cut ? 0 : fixed[i];
             for (int64_t at = 0; at < vocab; at += 64) { /* few tokens are in the cut's bucket: test 64 at once */
                 int64_t end = at + 64 < vocab ? at + 64 : vocab, any = 0;
@@ -207,7 +188,8 @@ int pyc_sample(const float *logits, int64_t rows, int64_t vocab, const float *te
         }
         double target = floor(u[r] * total);
         if (target > total - 1) target = total - 1;
-        out[r] = inverse_cdf(fixed, vocab, target);
+        double before;
+        out[r] = first_past(fixed, vocab, target, &before);
     }
     return 0;
 }
