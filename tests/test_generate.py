@@ -114,6 +114,41 @@ def test_token_text_matches_the_tokenizer_and_holds_back_a_cut_character(complet
         assert text.decode([partial[0]]) == ""
 
 
+def test_a_rows_cached_bytes_decode_as_the_whole_row(completer: Completer) -> None:
+    """RowBytes looks each token up once; ids that do not extend the last ones start it again."""
+    from pycpilot.generate.text import RowBytes
+
+    text, row = TokenText(completer.tokenizer), RowBytes()
+    ids = completer.tokenizer('def café(x):\n    return "naïve ✓"\n', add_special_tokens=False)["input_ids"]
+    ids = [*ids, completer.tokenizer.eos_token_id, *ids[:3]]  # a special id in the middle
+    for k in range(len(ids) + 1):
+        assert text.decode(ids[:k], row) == text.decode(ids[:k])
+    assert row.ids == ids
+    for other in (ids[:2], ids[1:4], []):  # shorter, different, empty: from the start
+        assert text.decode(other, row) == text.decode(other) and row.ids == other
+
+
+def test_a_stopper_fed_a_growing_text_cuts_where_a_fresh_one_does() -> None:
+    """The incremental scan (only what is new, and the last line) finds the same end as scanning all again."""
+    import random
+
+    pieces = ["    ", "x = 1", "\n", "\n    ", "\n  ", "\n\n", "if y:", "\n        z", "#", "\ndef", "print", "\n#",
+              "  ", "\t", "return x", "###", "é", "\nprint(1)", "  \n", "\nclass"]  # fmt: skip
+    rng = random.Random(5)
+    for case in range(400):
+        prompt = rng.choice(["def f(x):\n", "    x = fo", "", "class A:\n    def g(self):\n        ", "x = "])
+        scope = ("line", "block", "file")[case % 3]
+        stops = rng.choice([[], ["###"], ["\n\n", "re"]])
+        grown = Stopper(prompt, stops, scope)
+        text = ""
+        for _ in range(30):
+            text += rng.choice(pieces)
+            want = Stopper(prompt, stops, scope).cut(text)
+            assert grown.cut(text) == want, (prompt, scope, stops, text)
+            if want is not None:
+                break
+
+
 def test_int8_weights_stay_close_to_fp32(completer: Completer) -> None:
     fast, fast8 = completer.fast, FastGPT2(completer.model, int8=True)
     assert fast is not None

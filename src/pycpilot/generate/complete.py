@@ -226,7 +226,7 @@ class Completer:
         ended = bool(new) and new[-1] in self.stop_ids
         if not (ended or length_done or stopper.stops or stopper.scope != "file"):
             return None  # only EOS or the length can end it: no need to look at the text yet
-        text = self.text.decode(new[:-1] if ended else new)[stopper.skip :]
+        text = self.text.decode(new[:-1] if ended else new, stopper.row)[stopper.skip :]
         where = stopper.cut(text)
         if where is not None:
             return Completion(text[:where], "stop", len(new), list(new))
@@ -240,7 +240,7 @@ class Completer:
         self, row: list[int], done: Completion | None, stopper: Stopper, shown: int, on_text: Callable[[str], None]
     ) -> int:
         """Hand `on_text` what of row `row` is decided since `shown` characters; the new count."""
-        text = done.text if done is not None else self.text.decode(row)[stopper.skip :]
+        text = done.text if done is not None else self.text.decode(row, stopper.row)[stopper.skip :]
         upto = len(text) if done is not None else safe_stream_length(text, stopper)
         if upto > shown:
             on_text(text[shown:upto])
