@@ -174,14 +174,13 @@ def test_a_tiny_top_p_keeps_the_likeliest_and_bad_logits_give_a_valid_token() ->
         for engine in (None, lib) if lib is not None else (None,):
             u = torch.tensor([0.0, 0.5, 1 - 2**-53], dtype=torch.float64)
             assert draw(logits, *one_row, torch.full((3,), p), u, lib=engine).tolist() == [17, 17, 17]
-    if lib is None:
-        return
     bad = torch.randn(4, 301)
-    bad[0, 5] = float("nan")
-    bad[1, 0] = float("nan")
+    bad[0] = -torch.tensor(float("nan"))  # NaNs with the sign bit set: negative bits, a negative bucket
+    bad[1, 5] = float("nan")
     bad[2, 9] = float("inf")
     bad[3] = float("-inf")
     settings = torch.full((4,), 0.8), torch.zeros(4, dtype=torch.long), torch.full((4,), 0.9)
-    for u in (0.0, 0.3, 1 - 2**-53):
-        got = draw(bad, *settings, torch.full((4,), u, dtype=torch.float64), lib=lib)
-        assert all(0 <= t < 301 for t in got.tolist())
+    for engine in (None, lib) if lib is not None else (None,):
+        for u in (0.0, 0.3, 1 - 2**-53):
+            got = draw(bad, *settings, torch.full((4,), u, dtype=torch.float64), lib=engine)
+            assert all(0 <= t < 301 for t in got.tolist())

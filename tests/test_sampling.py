@@ -137,6 +137,58 @@ def test_a_row_that_stops_early_frees_its_slot_for_the_next_job(tiny_run: Path) 
     ]
 
 
+def test_a_row_that_stops_while_its_siblings_go_on_frees_its_slot(tiny_run: Path, monkeypatch) -> None:
+    """One row of a job ends early: its slot serves the next job at once, the sibling row draws on unchanged
+    and the finished row is not drawn for any more."""
+    from pycpilot.generate import Completer
+    from pycpilot.generate import batch as batch_module
+    from pycpilot.generate.batch import DecodeBatch
+    from pycpilot.generate.text import Stopper
+
+    class EndsAfter(Stopper):  # ends its row at its `calls`-th token
+        def __init__(self, calls: int) -> None:
+            super().__init__("", [], "line")
+            self.left = calls
+
+        def cut(self, text: str) -> int | None:
+            self.left -= 1
+            return len(text) if self.left <= 0 else None
+
+    completer = Completer(tiny_run)
+    batch = DecodeBatch(completer, 3, completer.context)
+    got: dict[tuple[int, int | None], object] = {}
+    params = SamplingParams(max_new_tokens=12, temperature=0.9, n=2, seed=4, scope="file")
+    pair = _job(
+        completer, "def f():\n", params, lambda kind, row, v: got.__setitem__((0, row), v) if kind == "done" else None
+    )
+    pair.stoppers[0] = EndsAfter(3)
+    batch.start(pair)
+    drawn: list[int] = []  # rows per draw() call
+    real_draw = batch_module.draw
+    monkeypatch.setattr(
+        batch_module, "draw", lambda logits, *a, **k: drawn.append(len(logits)) or real_draw(logits, *a, **k)
+    )
+    for _ in range(3):
+        batch.advance()
+    assert (0, 0) in got and (0, 1) not in got and len(batch.free) == 2 and pair.slots[0] in batch.free
+    late = SamplingParams(max_new_tokens=6, temperature=0.9, n=2, seed=8, scope="file")
+    batch.start(
+        _job(
+            completer,
+            "import os\n",
+            late,
+            lambda kind, row, v: got.__setitem__((1, row), v) if kind == "done" else None,
+        )
+    )
+    batch.advance()
+    assert drawn[-1] == 3  # the sibling and the new job's two rows, not the finished row
+    while batch.active:
+        batch.advance()
+    alone = completer.complete("def f():\n", params).completions
+    assert got[(0, 0)].ids == alone[0].ids[:3] and got[(0, 1)].ids == alone[1].ids  # type: ignore[attr-defined]
+    assert [got[(1, r)].ids for r in range(2)] == [c.ids for c in completer.complete("import os\n", late).completions]  # type: ignore[attr-defined]
+
+
 def test_complete_takes_params_or_keywords_not_both(tiny_run: Path) -> None:
     from pycpilot.generate import Completer
 

@@ -214,32 +214,43 @@ class DecodeBatch:
         one row as for many); if that fails, job by job, so that only the job that fails leaves the batch."""
         jobs = list(self.active)
         try:
-            tokens, out, at = self._draw(jobs), {}, 0
-            for job in jobs:
-                out[id(job)], at = tokens[at : at + job.params.n], at + job.params.n
-            return out
+            return {id(job): tokens for job, tokens in zip(jobs, self._draw(jobs), strict=True)}
         except Exception:
             out = {}
             for job in jobs:
                 try:
-                    out[id(job)] = self._draw([job])
+                    out[id(job)] = self._draw([job])[0]
                 except Exception as e:
                     self.leave(job)
                     failed.append((job, e))
             return out
 
-    def _draw(self, jobs: list[Job]) -> list[int]:
-        if len(jobs) == 1:
-            (job,) = jobs
-            settings, logits = job.settings, job.logits
-        else:
-            settings = tuple(torch.cat(parts) for parts in zip(*(j.settings for j in jobs), strict=True))
-            logits = torch.cat([j.logits for j in jobs])  # type: ignore[misc]
-        greedy = all(j.params.greedy for j in jobs)
-        seeds = [s for j in jobs for s in j.seeds or ()]
-        steps = [len(row) for j in jobs for row in j.rows]  # a row's token count: where it is in its stream
-        u = torch.zeros(len(logits)) if greedy else uniforms(seeds, steps, logits.device)
-        return draw(logits, *settings, u, lib=self.fast.lib).tolist()
+    def _draw(self, jobs: list[Job]) -> list[list[int]]:
+        """Each job's next token per row, -1 for its rows already done (only the others are drawn)."""
+        live = [[r for r in range(j.params.n) if j.done[r] is None] for j in jobs]
+        parts = []
+        for job, rows in zip(jobs, live, strict=True):
+            assert job.logits is not None
+            if len(rows) == job.params.n:
+                parts.append((job.logits, *job.settings))
+            else:
+                at = torch.tensor(rows, device=job.logits.device)
+                parts.append((job.logits[at], *(s[at] for s in job.settings)))
+        logits, *settings = parts[0] if len(parts) == 1 else [torch.cat(x) for x in zip(*parts, strict=True)]
+        if all(j.params.greedy for j in jobs):
+            u = torch.zeros(len(logits))
+        else:  # a row's token count is where it is in its stream
+            seeds = [j.seeds[r] for j, rows in zip(jobs, live, strict=True) for r in rows]  # type: ignore[index]
+            steps = [len(j.rows[r]) for j, rows in zip(jobs, live, strict=True) for r in rows]
+            u = uniforms(seeds, steps, logits.device)
+        drawn = iter(draw(logits, *settings, u, lib=self.fast.lib).tolist())
+        out = []
+        for job, rows in zip(jobs, live, strict=True):
+            tokens = [-1] * job.params.n
+            for r in rows:
+                tokens[r] = next(drawn)
+            out.append(tokens)
+        return out
 
     def advance_or_raise(self) -> None:
         """One step for callers whose jobs are all their own: a job that failed raises its error."""

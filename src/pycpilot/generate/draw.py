@@ -56,6 +56,7 @@ def masses(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
     id."""
     scaled = logits.float() / temperature.clamp(min=1e-6)[:, None]
     weight = (scaled - scaled.max(dim=-1, keepdim=True).values).exp()
+    weight = weight.nan_to_num_(nan=0.0)  # inf - inf (a broken model's logits): no weight, as in C
     rows, vocab = weight.shape
     k = torch.where((top_k > 0) & (top_k < vocab), top_k, torch.zeros_like(top_k))
     if bool((k > 0).any()):  # top-k: the k likeliest and any tied with the k-th
@@ -127,7 +128,7 @@ def draw(
     cdf = fixed.cumsum(dim=-1)
     total = cdf[:, -1]
     target = torch.minimum((u.double() * total).floor(), total - 1)
-    token = torch.searchsorted(cdf, target[:, None], right=True).squeeze(1)
+    token = torch.searchsorted(cdf, target[:, None], right=True).squeeze(1).clamp_(max=cdf.shape[-1] - 1)
     return torch.where(greedy, logits.argmax(dim=-1), token)
 
 
