@@ -83,6 +83,32 @@ def test_a_request_becomes_sampling_params() -> None:
     assert infill.params.max_new_tokens == 5 and infill.params.scope == "line" and infill.params.n == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["complete", "-n", "0"], "-n must be between 1 and 256, not 0"),
+        (["complete", "-n", "257"], "-n must be between 1 and 256, not 257"),
+        (["complete", "--top-p", "0"], "--top-p must be in (0, 1], not 0.0"),
+        (["complete", "--top-p", "1.5"], "--top-p must be in (0, 1], not 1.5"),
+        (["complete", "--temperature", "-1"], "--temperature must be at least 0, not -1.0"),
+        (["eval", "humaneval", "-n", "0"], "-n must be between 1 and 10,000, not 0"),
+        (["eval", "humaneval", "--top-p", "0"], "--top-p must be in (0, 1], not 0.0"),
+        (["eval", "humaneval", "--top-p", "1.5"], "--top-p must be in (0, 1], not 1.5"),
+        (["eval", "humaneval", "--temperature", "-1"], "--temperature must be 0 (greedy) or a finite number >= 1e-06"),
+        (["eval", "humaneval", "--batch-size", "0"], "--batch-size must be between 1 and 256, not 0"),
+    ],
+)
+def test_bad_sampling_values_are_one_line_errors(
+    args: list[str], message: str, tiny_run: Path, tmp_path, capsys
+) -> None:
+    from pycpilot.cli import main
+
+    where = ["--out", str(tmp_path / "o")] if args[0] == "eval" else ["x = "]
+    assert main([*args, "--model", str(tiny_run), *where]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"pycpilot {args[0]}: error: {message}"]
+    assert not (tmp_path / "o").exists()
+
+
 def test_complete_is_one_job_alone_on_the_servers_loop(tiny_run: Path) -> None:
     """The same job gives the same rows alone (complete) and beside another job in one batch (serve)."""
     from pycpilot.generate import Completer

@@ -76,12 +76,12 @@ def test_suffix_fills_in_the_middle(client: openai.OpenAI, completer: Completer)
 
 
 def test_n_samples_with_a_seed_like_complete_does(client: openai.OpenAI, completer: Completer) -> None:
-    kw = dict(model="pycpilot-gmodel", prompt="def ", max_tokens=16, temperature=1.0, n=2, seed=7)
+    kw = dict(model="pycpilot-gmodel", prompt="def ", max_tokens=16, temperature=1.0, n=4, seed=7)  # n = --max-batch
     got = client.completions.create(**kw)
     again = client.completions.create(**kw)
-    want = completer.complete("def ", n=2, max_new_tokens=16, temperature=1.0, seed=7, scope="file", heal=True)
+    want = completer.complete("def ", n=4, max_new_tokens=16, temperature=1.0, seed=7, scope="file", heal=True)
     want = want.completions
-    assert [c.index for c in got.choices] == [0, 1]
+    assert [c.index for c in got.choices] == [0, 1, 2, 3]
     assert [c.text for c in got.choices] == [c.text for c in again.choices] == [c.text for c in want]
 
 
@@ -208,6 +208,8 @@ BAD = [
     ({"prompt": "x", "temperature": 3}, "temperature", "between 0 and 2"),
     ({"prompt": "x", "top_p": float("nan")}, "top_p", None),
     ({"prompt": "x", "top_p": 0, "temperature": 1}, "top_p", "in (0, 1]"),
+    ({"prompt": "x", "top_p": 1.5, "temperature": 1}, "top_p", "in (0, 1]"),
+    ({"prompt": "x", "temperature": -1}, "temperature", "between 0 and 2"),
     ({"prompt": "x", "temperature": 10**400}, "temperature", "between 0 and 2"),
     (b'{"prompt": "x", "n": ' + b"1" * 5000 + b"}", None, "not valid JSON"),
     ({"prompt": "x", "stream": "yes"}, "stream", "true or false"),
