@@ -99,6 +99,12 @@ def test_sampling_humaneval_from_a_model_is_reproducible(tiny_run: Path, tmp_pat
     assert all(
         r["result"] == "passed" or r["result"].startswith("failed") or r["result"] == "timed out" for r in results
     )
+    for t in ("T=0.2", "T=0.8"):  # both rates, generated >= kept (kept stops at the scope's end)
+        assert a[t]["new_tokens_per_s"] >= a[t]["kept_tokens_per_s"] >= 0 and a[t]["new_tokens_per_s"] > 0
+    from pycpilot.evaluate.humaneval import report
+
+    table = report(a).splitlines()
+    assert "tok/s generated" in table[0] and f"{a['T=0.8']['new_tokens_per_s']:,.0f}" in table[3]
 
 
 def test_perplexity_scores_every_token_once_whatever_the_stride(tiny_run: Path, tmp_path: Path) -> None:

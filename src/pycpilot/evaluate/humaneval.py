@@ -164,18 +164,27 @@ def report(summary: dict[str, Any]) -> str:
     """The pass@k table, ours next to CodeParrot's published figures."""
     from pycpilot.tables import table
 
-    head = ["run", "tasks", "n", *[f"pass@{k} %" for k in KS]]
+    head = ["run", "tasks", "n", *[f"pass@{k} %" for k in KS], "sampling s", "tok/s generated", "kept"]
     rows = [
         [
             name,
             str(s["tasks"]),
             str(s["samples_per_task"]),
             *[f"{s[f'pass@{k}']:.2f}" if f"pass@{k}" in s else "-" for k in KS],
+            *_speed(s),
         ]
         for name, s in summary.items()
     ]
-    rows += [[name, "164", "200", *[f"{v:.2f}" for v in ref]] for name, ref in REFERENCE.items()]
+    rows += [[name, "164", "200", *[f"{v:.2f}" for v in ref], "", "", ""] for name, ref in REFERENCE.items()]
     return table(head, rows)
+
+
+def _speed(summary: dict[str, Any]) -> list[str]:
+    """Sampling time and rates, where this run sampled (not for a scored --samples file)."""
+    if "sampling_seconds" not in summary:
+        return ["-", "-", "-"]
+    s = summary
+    return [f"{s['sampling_seconds']:.1f}", f"{s['new_tokens_per_s']:,.0f}", f"{s['kept_tokens_per_s']:,.0f}"]
 
 
 def _cell(summary: dict[str, Any], k: int) -> str:

@@ -53,30 +53,35 @@ def sample_humaneval(
     tasks = list(problems)[: cfg.limit] if cfg.limit else list(problems)
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
-    for t_index, temperature in enumerate(cfg.temperatures):
-        todo = []
-        for p_index, task in enumerate(tasks):
-            prompt = problems[task]["prompt"].strip()
-            ids, _, max_new, _ = completer.prepare(prompt, None, cfg.max_new_tokens, bos=True)
-            todo.append(_Problem(p_index, task, prompt, ids, max_new))
-        start = time.perf_counter()
-        counts = _sample_all(completer, cfg, temperature, t_index, todo)
-        sampling_s = time.perf_counter() - start
-        samples = [
-            {"task_id": p.task, "temperature": temperature, "completion": p.done[i].text}
-            for p in todo
-            for i in range(cfg.n)
-        ]
-        scored, sandbox_s = score(samples)
-        rows += scored
-        summary[f"T={temperature}"] = summarize(scored) | {
-            "sampling_seconds": round(sampling_s, 2),
-            "new_tokens_per_s": round(counts["generated"] / max(sampling_s, 1e-9), 1),
-            "kept_tokens_per_s": round(counts["kept"] / max(sampling_s, 1e-9), 1),
-            "sandbox_seconds": round(sandbox_s, 2),
-            "engine": completer.engine,
-            "device": str(completer.device),
-        }
+    total = len(cfg.temperatures) * len(tasks) * cfg.n  # one bar: its ETA is the whole evaluation's sampling
+    bar = tqdm(total=total, desc="humaneval", unit=" samples", disable=cfg.quiet, file=sys.stderr)
+    try:
+        for t_index, temperature in enumerate(cfg.temperatures):
+            todo = []
+            for p_index, task in enumerate(tasks):
+                prompt = problems[task]["prompt"].strip()
+                ids, _, max_new, _ = completer.prepare(prompt, None, cfg.max_new_tokens, bos=True)
+                todo.append(_Problem(p_index, task, prompt, ids, max_new))
+            start = time.perf_counter()
+            counts = _sample_all(completer, cfg, temperature, t_index, todo, bar)
+            sampling_s = time.perf_counter() - start
+            samples = [
+                {"task_id": p.task, "temperature": temperature, "completion": p.done[i].text}
+                for p in todo
+                for i in range(cfg.n)
+            ]
+            scored, sandbox_s = score(samples)
+            rows += scored
+            summary[f"T={temperature}"] = summarize(scored) | {
+                "sampling_seconds": round(sampling_s, 2),
+                "new_tokens_per_s": round(counts["generated"] / max(sampling_s, 1e-9), 1),
+                "kept_tokens_per_s": round(counts["kept"] / max(sampling_s, 1e-9), 1),
+                "sandbox_seconds": round(sandbox_s, 2),
+                "engine": completer.engine,
+                "device": str(completer.device),
+            }
+    finally:
+        bar.close()
     return rows, summary
 
 
@@ -86,12 +91,10 @@ def sample_seed(seed: int, t_index: int, p_index: int, sample: int) -> int:
 
 
 def _sample_all(
-    completer: Completer, cfg: HumanEvalConfig, temperature: float, t_index: int, todo: list[_Problem]
+    completer: Completer, cfg: HumanEvalConfig, temperature: float, t_index: int, todo: list[_Problem], bar: tqdm
 ) -> dict[str, int]:
     """Fill `done` of every problem with its `cfg.n` samples; the counts of generated and kept tokens."""
     counts = {"generated": 0, "kept": 0}
-    total = len(todo) * cfg.n
-    bar = tqdm(total=total, desc=f"humaneval T={temperature}", unit=" samples", disable=cfg.quiet, file=sys.stderr)
     start = time.perf_counter()
 
     def finished(problem: _Problem, sample: int, c: Completion) -> None:
@@ -100,28 +103,24 @@ def _sample_all(
         counts["kept"] += len(completer.tokens(c.text)) if c.text else 0
         bar.update(1)
         elapsed = max(time.perf_counter() - start, 1e-9)
-        bar.set_postfix_str(
-            f"{counts['generated'] / elapsed:,.0f} tok/s generated, {counts['kept'] / elapsed:,.0f} kept"
-        )
+        rates = f"{counts['generated'] / elapsed:,.0f} tok/s generated, {counts['kept'] / elapsed:,.0f} kept"
+        bar.set_postfix_str(f"T={temperature}: {rates}")
 
     def params(n: int, problem: _Problem) -> SamplingParams:
         return SamplingParams(n=n, max_new_tokens=problem.max_new, temperature=temperature, top_p=cfg.top_p,
                               scope="block", seed=cfg.seed)  # fmt: skip
 
-    try:
-        if completer.fast is None:  # transformers' generate: one problem's batch at a time
-            for p in todo:
-                for first in range(0, cfg.n, cfg.batch_size):
-                    n = min(cfg.batch_size, cfg.n - first)
-                    seed = sample_seed(cfg.seed, t_index, p.index, first)
-                    prm = _with_seed(params(n, p), seed)
-                    out = completer.complete_ids(p.ids, prm, _stoppers(p, prm))
-                    for i, c in enumerate(out):
-                        finished(p, first + i, c)
-            return counts
-        _run_queue(completer, cfg, t_index, todo, params, finished)
-    finally:
-        bar.close()
+    if completer.fast is None:  # transformers' generate: one problem's batch at a time
+        for p in todo:
+            for first in range(0, cfg.n, cfg.batch_size):
+                n = min(cfg.batch_size, cfg.n - first)
+                seed = sample_seed(cfg.seed, t_index, p.index, first)
+                prm = _with_seed(params(n, p), seed)
+                out = completer.complete_ids(p.ids, prm, _stoppers(p, prm))
+                for i, c in enumerate(out):
+                    finished(p, first + i, c)
+        return counts
+    _run_queue(completer, cfg, t_index, todo, params, finished)
     return counts
 
 
