@@ -7,7 +7,8 @@ with top-p 0.95 up to 256 new tokens, and cut at a new top-level statement (`\\n
 The samples of all problems go through one decode batch of `--batch-size` rows, kept full: as rows finish, the
 next problem's samples take the free rows (a problem's samples that start together share one prompt pass).
 Each sample has its own seed, from `--seed`, the temperature's and the problem's index and its own number, so
-a run is reproducible sample for sample whatever the batch size.
+a run is reproducible sample for sample whatever the batch size (with our decode loop; transformers'
+engine, for models that are not GPT-2, seeds each problem's batch).
 """
 
 from __future__ import annotations
