@@ -190,10 +190,9 @@ def test_a_row_that_stops_while_its_siblings_go_on_frees_its_slot(tiny_run: Path
     pair.stoppers[0] = EndsAfter(3)
     batch.start(pair)
     drawn: list[int] = []  # rows per draw() call
-    real_draw = batch_module.draw
-    monkeypatch.setattr(
-        batch_module, "draw", lambda logits, *a, **k: drawn.append(len(logits)) or real_draw(logits, *a, **k)
-    )
+    real_draw, real_rows = batch_module.draw, batch_module.draw_rows  # the torch and the C sampler
+    monkeypatch.setattr(batch_module, "draw", lambda x, *a, **k: drawn.append(len(x)) or real_draw(x, *a, **k))
+    monkeypatch.setattr(batch_module, "draw_rows", lambda lib, x, *a: drawn.append(len(x)) or real_rows(lib, x, *a))
     for _ in range(3):
         batch.advance()
     assert (0, 0) in got and (0, 1) not in got and len(batch.free) == 2 and pair.slots[0] in batch.free

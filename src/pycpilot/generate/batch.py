@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pycpilot.generate.draw import draw, row_seed, uniforms
+from pycpilot.generate.draw import draw, draw_rows, row_seed, uniform, uniforms
 from pycpilot.generate.native import NativeStep
 from pycpilot.generate.sampling import SamplingParams
 from pycpilot.generate.text import Stopper
@@ -228,6 +228,37 @@ class DecodeBatch:
     def _draw(self, jobs: list[Job]) -> list[list[int]]:
         """Each job's next token per row, -1 for its rows already done (only the others are drawn)."""
         live = [[r for r in range(j.params.n) if j.done[r] is None] for j in jobs]
+        greedy = all(j.params.greedy for j in jobs)
+        if self.fast.lib is not None:
+            drawn = iter(self._draw_native(jobs, live, greedy))
+        else:
+            drawn = iter(self._draw_torch(jobs, live, greedy))
+        out = []
+        for job, rows in zip(jobs, live, strict=True):
+            tokens = [-1] * job.params.n
+            for r in rows:
+                tokens[r] = next(drawn)
+            out.append(tokens)
+        return out
+
+    def _draw_native(self, jobs: list[Job], live: list[list[int]], greedy: bool) -> list[int]:
+        """The live rows drawn in C where their logits lie, the settings as lists: no torch op per step."""
+        at, temperature, top_k, top_p, u = [], [], [], [], []
+        for job, rows in zip(jobs, live, strict=True):
+            assert job.logits is not None and job.seeds is not None
+            if job.logits.dtype != torch.float32 or job.logits.stride(-1) != 1:
+                job.logits = job.logits.float().contiguous()
+            p, base, stride = job.params, job.logits.data_ptr(), job.logits.stride(0) * 4
+            for r in rows:
+                at.append(base + r * stride)
+                u.append(0.0 if greedy else uniform(job.seeds[r], len(job.rows[r])))  # where it is in its stream
+            temperature += [p.temperature] * len(rows)
+            top_k += [p.top_k] * len(rows)
+            top_p += [p.top_p] * len(rows)
+        return draw_rows(self.fast.lib, at, self.fast.vocab, temperature, top_k, top_p, u)
+
+    def _draw_torch(self, jobs: list[Job], live: list[list[int]], greedy: bool) -> list[int]:
+        """The live rows gathered into one tensor and drawn by torch ops (a GPU, or no compiler)."""
         parts = []
         for job, rows in zip(jobs, live, strict=True):
             assert job.logits is not None
@@ -237,20 +268,13 @@ class DecodeBatch:
                 at = torch.tensor(rows, device=job.logits.device)
                 parts.append((job.logits[at], *(s[at] for s in job.settings)))
         logits, *settings = parts[0] if len(parts) == 1 else [torch.cat(x) for x in zip(*parts, strict=True)]
-        if all(j.params.greedy for j in jobs):
+        if greedy:
             u = torch.zeros(len(logits))
         else:  # a row's token count is where it is in its stream
             seeds = [j.seeds[r] for j, rows in zip(jobs, live, strict=True) for r in rows]  # type: ignore[index]
             steps = [len(j.rows[r]) for j, rows in zip(jobs, live, strict=True) for r in rows]
             u = uniforms(seeds, steps, logits.device)
-        drawn = iter(draw(logits, *settings, u, lib=self.fast.lib).tolist())
-        out = []
-        for job, rows in zip(jobs, live, strict=True):
-            tokens = [-1] * job.params.n
-            for r in rows:
-                tokens[r] = next(drawn)
-            out.append(tokens)
-        return out
+        return draw(logits, *settings, u).tolist()
 
     def advance_or_raise(self) -> None:
         """One step for callers whose jobs are all their own: a job that failed raises its error."""

@@ -9,6 +9,7 @@ stay), then top-p over what is left (the token that crosses p stays, the likelie
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 from typing import Any
 
@@ -135,12 +136,30 @@ def draw(
 def _draw_native(
     lib: Any, logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor
 ) -> torch.Tensor:
-    rows, vocab = logits.shape
     x = logits.detach().float().contiguous()
-    t, k, p = temperature.float().contiguous(), top_k.long().contiguous(), top_p.float().contiguous()
-    uu = u.double().contiguous()
+    rows, vocab = x.shape
+    at = [x.data_ptr() + r * vocab * 4 for r in range(rows)]
+    got = draw_rows(lib, at, vocab, temperature.tolist(), top_k.tolist(), top_p.tolist(), u.tolist())
+    return torch.tensor(got, dtype=torch.long)
+
+
+def draw_rows(
+    lib: Any,
+    rows: list[int],
+    vocab: int,
+    temperature: list[float],
+    top_k: list[int],
+    top_p: list[float],
+    u: list[float],
+) -> list[int]:
+    """`draw` in C over rows given by address (`vocab` float32 logits each, alive for the call), settings as
+    lists: a decode batch's rows are drawn where they lie, with no torch op (a copy of many rows would wake
+    torch's threads, which then spin on the cores the decode step needs)."""
+    n = len(rows)
     work = torch.empty(vocab * 20 + 8 + 8 * 8192, dtype=torch.uint8)  # floats, doubles, ids, buckets
-    out = torch.empty(rows, dtype=torch.long)
-    lib.pyc_sample(x.data_ptr(), rows, vocab, t.data_ptr(), k.data_ptr(), p.data_ptr(), uu.data_ptr(), _one(vocab),
-                   work.data_ptr(), out.data_ptr())  # fmt: skip
-    return out
+    out = (ctypes.c_int64 * n)()
+    lib.pyc_sample(
+        (ctypes.c_void_p * n)(*rows), n, vocab, (ctypes.c_float * n)(*temperature), (ctypes.c_int64 * n)(*top_k),
+        (ctypes.c_float * n)(*top_p), (ctypes.c_double * n)(*u), _one(vocab), work.data_ptr(), out,
+    )  # fmt: skip
+    return list(out)

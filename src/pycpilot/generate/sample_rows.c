@@ -122,7 +122,7 @@ static int64_t first_past(const double *v, int64_t n, double target, double *bef
 }
 
 /* work: vocab floats + vocab doubles + vocab int64, then BUCKETS doubles. Returns 0. */
-int pyc_sample(const float *logits, int64_t rows, int64_t vocab, const float *temperature, const int64_t *top_k,
+int pyc_sample(const float *const *logits, int64_t rows, int64_t vocab, const float *temperature, const int64_t *top_k,
                const float *top_p, const double *u, double one, void *work, int64_t *out) {
     float *w = (float *)work;
     double *fixed = (double *)(w + vocab + (vocab & 1));
@@ -133,7 +133,7 @@ int pyc_sample(const float *logits, int64_t rows, int64_t vocab, const float *te
     const float least = (float)(0.5 / one);
     const int64_t base = bucket_of(least), buckets = BUCKETS - base;
     for (int64_t r = 0; r < rows; r++) {
-        const float *x = logits + r * vocab;
+        const float *x = logits[r]; /* rows by address: a batch's rows need not be gathered first */
         float t = temperature[r];
         float top = x[0];
         _Pragma("omp simd reduction(max : top)")
