@@ -368,14 +368,20 @@ def test_a_client_that_leaves_cancels_its_request(stream: bool, tiny_run: Path) 
 def test_a_request_that_fails_in_the_worker_fails_alone(tiny_run: Path, monkeypatch) -> None:
     import pycpilot.generate.batch as batch_module
 
-    real = batch_module.draw
+    real, real_rows = batch_module.draw, batch_module.draw_rows  # the torch sampler and the C one
 
     def flaky(logits, temperature, *args, **kw):
         if bool(((temperature - 0.123).abs() < 1e-6).any()):  # this request's sampling breaks
             raise RuntimeError("sampling broke")
         return real(logits, temperature, *args, **kw)
 
+    def flaky_rows(lib, rows, vocab, temperature, *args):
+        if any(abs(t - 0.123) < 1e-6 for t in temperature):
+            raise RuntimeError("sampling broke")
+        return real_rows(lib, rows, vocab, temperature, *args)
+
     monkeypatch.setattr(batch_module, "draw", flaky)
+    monkeypatch.setattr(batch_module, "draw_rows", flaky_rows)
     s, scheduler = _held(tiny_run)
     try:
         import concurrent.futures
